@@ -1,0 +1,295 @@
+"""Seconds per CycleGAN training iteration under the speed options (AMP, channels_last, torch.compile).
+
+Each configuration gets a fresh model built from the same seed and runs the full reference recipe
+(G_A/G_B step with GAN + cycle + identity losses, then D_A/D_B on image-pool fakes) on real photos.
+The first iteration (which includes torch.compile's compilation) is reported on its own; then come
+warm-up iterations, then the timed ones (median, p10, p90, speed-up over eager fp32).
+
+    python benchmarks/train_step.py                         # all configs, 256 px, batch 1, CPU
+    python benchmarks/train_step.py --configs eager amp+channels_last --iters 10
+    python benchmarks/train_step.py --device cuda --batch-size 4
+
+Writes benchmarks/results/train_step_<device>.json and .md (rewritten after every config, so a run
+that is stopped early still leaves the configs it finished).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import itertools
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gantk.models.cyclegan import CycleGANConfig, CycleGANModel
+from gantk.models.networks import NETG_NAMES, size_multiple
+
+# --- the configurations: every combination of the three speed options -----------------------------
+
+OPTIONS = ("amp", "channels_last", "compile")
+BASELINE = "eager"  # eager fp32, contiguous (NCHW): what speed-ups are measured against
+
+
+def config_name(flags: dict[str, bool]) -> str:
+    """'eager' for no option, else the enabled options joined by '+', e.g. 'amp+compile'."""
+    on = [o for o in OPTIONS if flags[o]]
+    return "+".join(on) if on else BASELINE
+
+
+CONFIGS: dict[str, dict[str, bool]] = {}
+for _n in range(len(OPTIONS) + 1):
+    for _combo in itertools.combinations(OPTIONS, _n):
+        _flags = {o: o in _combo for o in OPTIONS}
+        CONFIGS[config_name(_flags)] = _flags
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="CONFIG",
+                   help=f"configurations to run, from: {', '.join(CONFIGS)} "
+                        f"('{BASELINE}' is always added, as the baseline for speed-ups)")
+    p.add_argument("--size", type=int, default=256, help="image height and width (crop_size)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--netG", default="resnet_9blocks", choices=NETG_NAMES)
+    p.add_argument("--ngf", type=int, default=64, help="generator filters in the last conv layer")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations after the first one")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every model's weights")
+    p.add_argument("--goal", type=float, default=2.0, help="speed-up over eager fp32 that the best config should reach")
+    p.add_argument("--out", default="benchmarks/results", help="folder for train_step_<device>.json/.md")
+    args = p.parse_args(argv)
+    args.configs = [BASELINE] + [c for c in dict.fromkeys(args.configs) if c != BASELINE]
+    if args.size % size_multiple(args.netG):
+        p.error(f"--size must be a multiple of {size_multiple(args.netG)} for --netG {args.netG}")
+    if args.iters < 1 or args.warmup < 0:
+        p.error("--iters must be >= 1 and --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device available")
+    return args
+
+
+# --- inputs: real photos ---------------------------------------------------------------------------
+
+PHOTOS_A = ("astronaut", "chelsea")  # domain A
+PHOTOS_B = ("coffee", "rocket")      # domain B
+
+
+def to_tensor(img, size: int) -> torch.Tensor:
+    """HxWx3 uint8 -> (3, size, size) in [-1, 1]: centre square crop, then antialiased resize."""
+    t = torch.from_numpy(img).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    h, w = t.shape[1:]
+    s = min(h, w)
+    t = t[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return F.interpolate(t[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def load_photos(size: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
+    """Domain A and B images from scikit-image's sample photos (plus mirrored copies);
+    random images in [-1, 1] if scikit-image is missing. Returns (A, B, description)."""
+    try:
+        import skimage.data
+    except ImportError:
+        g = torch.Generator().manual_seed(seed)
+        rand = [torch.rand(3, size, size, generator=g) * 2 - 1 for _ in range(4)]
+        return rand[:2], rand[2:], "RANDOM NOISE (scikit-image is not installed)"
+    a = [to_tensor(getattr(skimage.data, n)(), size) for n in PHOTOS_A]
+    b = [to_tensor(getattr(skimage.data, n)(), size) for n in PHOTOS_B]
+    a += [t.flip(-1) for t in a]
+    b += [t.flip(-1) for t in b]
+    return a, b, f"scikit-image photos A={'/'.join(PHOTOS_A)}, B={'/'.join(PHOTOS_B)} (+ mirrored)"
+
+
+def batches(a: list[torch.Tensor], b: list[torch.Tensor], batch_size: int):
+    """Endless {'A', 'B'} batches cycling through the photos."""
+    for k in itertools.count():
+        idx = [(k * batch_size + j) for j in range(batch_size)]
+        yield {"A": torch.stack([a[i % len(a)] for i in idx]), "B": torch.stack([b[i % len(b)] for i in idx])}
+
+
+# --- one configuration -----------------------------------------------------------------------------
+
+def percentile(xs: list[float], q: float) -> float:
+    """Linear-interpolation percentile (q in [0, 100]), as numpy's default."""
+    xs = sorted(xs)
+    pos = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def run_config(name: str, args, data) -> dict:
+    """Fresh model (same seed), first iteration, warm-up, timed iterations; never raises."""
+    flags = CONFIGS[name]
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    res: dict = {"config": name, **flags, "status": "ok"}
+    model = None
+    try:
+        torch._dynamo.reset()  # no compiled code or recompile budget carried over between configs
+        cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
+                             pool_size=50, seed=args.seed, device=args.device, **flags)
+        torch.manual_seed(args.seed)
+        model = CycleGANModel(cfg, device=device)
+        model.setup()
+        model.train()
+
+        def step() -> float:
+            batch = next(data)
+            sync()
+            t0 = time.perf_counter()
+            model.set_input(batch)
+            model.optimize_parameters()
+            sync()
+            return time.perf_counter() - t0
+
+        res["first_iter_s"] = step()
+        print(f"  first iteration {res['first_iter_s']:.2f} s", flush=True)
+        res["warmup_s"] = [step() for _ in range(args.warmup)]
+        if res["warmup_s"]:
+            print(f"  warm-up {', '.join(f'{t:.2f}' for t in res['warmup_s'])} s", flush=True)
+        times = []
+        for i in range(args.iters):
+            times.append(step())
+            print(f"  iter {i + 1}/{args.iters}: {times[-1]:.3f} s", flush=True)
+        res["times_s"] = times
+        res["median_s"] = statistics.median(times)
+        res["p10_s"] = percentile(times, 10)
+        res["p90_s"] = percentile(times, 90)
+        res["losses"] = model.current_losses()
+        res["losses_finite"] = all(math.isfinite(v) for v in res["losses"].values())
+        if not res["losses_finite"]:
+            print(f"  NON-FINITE losses: {res['losses']}", flush=True)
+    except Exception as e:  # a failing config is a result, not a crash
+        res["status"] = "FAILED"
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()
+        print(f"  FAILED: {res['error'][:2000]}", flush=True)
+    finally:
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return res
+
+
+def summarise(results: list[dict], goal: float) -> dict:
+    """Speed-ups over eager fp32 and the best config (fastest median with finite losses)."""
+    base = next((r for r in results if r["config"] == BASELINE and r["status"] == "ok"), None)
+    for r in results:
+        ok = r["status"] == "ok" and base is not None
+        r["speedup"] = base["median_s"] / r["median_s"] if ok else None
+    valid = [r for r in results if r["status"] == "ok" and r["losses_finite"]]
+    best = min(valid, key=lambda r: r["median_s"]) if valid else None
+    return {"best_config": best["config"] if best else None,
+            "best_median_s": best["median_s"] if best else None,
+            "best_speedup": best["speedup"] if best else None,
+            "goal_speedup": goal,
+            "goal_met": bool(best and best["speedup"] is not None and best["speedup"] >= goal)}
+
+
+# --- environment and output ------------------------------------------------------------------------
+
+def environment(args) -> dict:
+    """Machine description without the host name."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "cpu": cpu,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "cpu_count": os.cpu_count(),
+           "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+           "torch_threads": torch.get_num_threads(),
+           "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+           "python": platform.python_version(),
+           "torch": torch.__version__,
+           "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" else None,
+           "cuda_version": torch.version.cuda if args.device == "cuda" else None}
+    return env
+
+
+def fmt(x, spec=".3f", none="-") -> str:
+    return none if x is None else format(x, spec)
+
+
+def markdown(report: dict) -> str:
+    env, opts, summary = report["environment"], report["options"], report["summary"]
+    lines = [f"# CycleGAN train step: seconds per iteration ({opts['device']})", "",
+             f"{opts['netG']}, ngf {opts['ngf']}, {opts['size']} px, batch {opts['batch_size']}, "
+             f"identity loss + image pool 50; first iteration separate, then {opts['warmup']} warm-up, "
+             f"{opts['iters']} timed iterations. Inputs: {report['inputs']}.", "",
+             "| config | status | first iter (s) | median (s) | p10 (s) | p90 (s) | speed-up vs eager fp32 | losses finite |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in report["results"]:
+        status = r["status"] if r["status"] == "ok" else f"FAILED: {r['error'].splitlines()[0][:120]}"
+        finite = {True: "yes", False: "**NO**"}.get(r.get("losses_finite"), "-")
+        lines.append(f"| {r['config']} | {status} | {fmt(r.get('first_iter_s'), '.2f')} | {fmt(r.get('median_s'))} "
+                     f"| {fmt(r.get('p10_s'))} | {fmt(r.get('p90_s'))} | {fmt(r.get('speedup'), '.2f')}x | {finite} |")
+    if summary["best_config"]:
+        lines += ["", f"**Best:** `{summary['best_config']}`, {summary['best_median_s']:.3f} s/iter, "
+                      f"{summary['best_speedup']:.2f}x eager fp32. "
+                      f"Goal >= {summary['goal_speedup']:g}x eager fp32 met: **{'yes' if summary['goal_met'] else 'no'}**."]
+    else:
+        lines += ["", "**Best:** none (no config finished with finite losses)."]
+    loss_names = sorted({k for r in report["results"] for k in r.get("losses", {})})
+    if loss_names:
+        lines += ["", "Losses after the timed iterations:", "",
+                  "| config | " + " | ".join(loss_names) + " |", "|---|" + "---:|" * len(loss_names)]
+        for r in report["results"]:
+            if r.get("losses"):
+                lines.append(f"| {r['config']} | " + " | ".join(fmt(r['losses'].get(k), '.4g') for k in loss_names) + " |")
+    lines += ["", "Environment:", ""]
+    lines += [f"- {k}: {v}" for k, v in env.items() if v is not None]
+    lines += ["", "Command:", "", "```", report["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def write(report: dict, out: Path, device: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"train_step_{device}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"train_step_{device}.md").write_text(markdown(report))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    a, b, inputs = load_photos(args.size, args.seed)
+    print(f"inputs: {inputs}", flush=True)
+    report = {"command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/train_step.py", *argv]),
+              "environment": environment(args), "options": vars(args), "inputs": inputs,
+              "results": [], "summary": {}}
+    print(f"environment: {report['environment']}", flush=True)
+    out = Path(args.out)
+    for i, name in enumerate(args.configs, 1):
+        print(f"[{i}/{len(args.configs)}] {name}", flush=True)
+        # same input sequence for every config, so the image pools see the same fakes' inputs
+        report["results"].append(run_config(name, args, batches(a, b, args.batch_size)))
+        report["summary"] = summarise(report["results"], args.goal)
+        write(report, out, args.device)
+    print()
+    print(markdown(report))
+    print(f"wrote {out / f'train_step_{args.device}.json'} and .md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from gantk.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""The `gantk` command: train, translate, data. Errors print as one line, never a traceback."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from gantk.errors import GantkError
+
+
+def config_options(config_cls) -> list[click.Option]:
+    """Click options generated from a config dataclass (reference names, e.g. --lambda_A, --no_dropout)."""
+    options = []
+    for f in fields(config_cls):
+        md, default = f.metadata, f.default
+        if isinstance(default, bool):
+            decl = f"--{f.name}" + (f"/--{md['off']}" if md.get("off") else "")
+            options.append(click.Option([decl, f.name], is_flag=True, default=default, help=md.get("help"),
+                                        show_default=bool(md.get("off"))))
+        else:
+            typ = click.Choice(md["choices"]) if md.get("choices") else type(default)
+            options.append(click.Option([f"--{f.name}", f.name], type=typ, default=default,
+                                        show_default=True, help=md.get("help")))
+    return options
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="gantk")
+def cli():
+    """gantk: train CycleGAN-style image-to-image GANs and ship them fast."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.option("--model", default="cyclegan", show_default=True, help="model family")
+@click.pass_context
+def train(ctx, model):
+    """Train a model family; `gantk train --model NAME --help` lists its options."""
+    from gantk.models import get_model_class
+    config_cls = get_model_class(model).Config
+
+    def run(**values):
+        from gantk.train import train as run_training
+        run_training(config_cls(**values))
+
+    cmd = click.Command(f"train --model {model}", params=config_options(config_cls), callback=run,
+                        help=f"Train {model} ({config_cls.__name__}); defaults follow the reference recipe.",
+                        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    cmd.main(ctx.args, prog_name="gantk", standalone_mode=False)
+
+
+@cli.command()
+@click.option("--name", help="experiment name (reads <checkpoints_dir>/<name>/<epoch>_net_<which>.pth)")
+@click.option("--checkpoints_dir", default="./checkpoints", show_default=True)
+@click.option("--epoch", default="latest", show_default=True, help="which saved epoch")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
+@click.option("--which", default=None, help="network to run (G_A/G_B for CycleGAN, G); default from --direction")
+@click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. a downloaded latest_net_G.pth")
+@click.option("--netG", "netG", default=None, help="architecture of --weights (default: from the checkpoint)")
+@click.option("--ngf", type=int, default=None, help="generator width (default: from the checkpoint, else 64)")
+@click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None)
+@click.option("--no_dropout/--dropout", "no_dropout", default=None)
+@click.option("--input_nc", type=int, default=None)
+@click.option("--output_nc", type=int, default=None)
+@click.option("--dataroot", type=click.Path(file_okay=False), help="data set: translates <dataroot>/<phase>A (or B)")
+@click.option("--phase", default="test", show_default=True)
+@click.option("--input", "input_path", type=click.Path(), help="an image file or a folder of images")
+@click.option("--output", type=click.Path(file_okay=False), help="default: ./results/<name>/test_<epoch>")
+@click.option("--preprocess", type=click.Choice(["none", "resize_and_crop", "scale_width", "crop"]),
+              default="none", show_default=True, help="none keeps full resolution (rounded to the net's multiple)")
+@click.option("--load_size", type=int, default=256, show_default=True)
+@click.option("--crop_size", type=int, default=256, show_default=True)
+@click.option("--num_test", type=int, default=50, show_default=True, help="translate at most this many images")
+@click.option("--tile", type=int, default=0, help="translate in tiles of this many px (0: whole image)")
+@click.option("--tile_overlap", type=int, default=32, show_default=True, help="overlap between tiles, px")
+@click.option("--device", default="auto", show_default=True)
+def translate(**o):
+    """Translate images with a trained or official generator; writes images and an index.html."""
+    from gantk.translate import run_translate
+    out = run_translate(**o)
+    click.echo(f"wrote {out}")
+
+
+@cli.group()
+def data():
+    """Data set helpers."""
+
+
+@data.command("sample")
+@click.option("--out", type=click.Path(file_okay=False), default="./datasets", show_default=True)
+@click.option("--size", type=int, default=128, show_default=True, help="image size, px")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="rebuild even if the sets exist")
+def data_sample(out, size, seed, overwrite):
+    """Build the offline sample data sets from photographs shipped with scikit-image."""
+    from gantk.data.sample import build_sample_data
+    for kind, path in build_sample_data(out, seed=seed, size=size, overwrite=overwrite).items():
+        click.echo(f"{kind}: {path}")
+
+
+def _one_line(e: Exception) -> str:
+    """The user-facing line of an error, also when it was re-raised from a DataLoader worker."""
+    msg = str(e).strip()
+    if "Original Traceback" in msg:
+        msg = re.sub(r"^[\w.]+(Error|Exception): ", "", msg.splitlines()[-1])
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="gantk", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except GantkError as e:
+        click.echo(f"gantk: error: {_one_line(e)}", err=True)
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("gantk: interrupted", err=True)
+        return 130
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

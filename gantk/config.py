@@ -1,0 +1,105 @@
+"""Typed options. Each model family subclasses `TrainConfig`; the CLI is generated from the fields."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def opt(default, help: str, choices: tuple | None = None, off: str | None = None):
+    """A config field with CLI help; `choices` restricts values, `off` names a flag that sets a bool False."""
+    return field(default=default, metadata={"help": help, "choices": choices, "off": off})
+
+
+@dataclass
+class TrainConfig:
+    """Options every family shares; names and defaults follow the reference train/base options."""
+    # experiment
+    dataroot: str = opt("", "path to images (trainA/trainB/testA/testB, or train/test with A|B pairs)")
+    name: str = opt("experiment_name", "experiment name: checkpoints go to <checkpoints_dir>/<name>")
+    checkpoints_dir: str = opt("./checkpoints", "where models are saved")
+    seed: int = opt(0, "random seed for weights, data order and augmentation")
+    # data
+    dataset_mode: str = opt("unaligned", "how the data set is laid out", ("unaligned", "aligned", "single"))
+    direction: str = opt("AtoB", "AtoB or BtoA", ("AtoB", "BtoA"))
+    input_nc: int = opt(3, "input image channels: 3 for RGB, 1 for grayscale")
+    output_nc: int = opt(3, "output image channels")
+    batch_size: int = opt(1, "input batch size (per process under torchrun)")
+    load_size: int = opt(286, "scale images to this size")
+    crop_size: int = opt(256, "then crop to this size")
+    preprocess: str = opt("resize_and_crop", "scaling and cropping at load time",
+                          ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"))
+    no_flip: bool = opt(False, "do not flip images for augmentation")
+    serial_batches: bool = opt(False, "take images in order (no shuffling, paired B by index)")
+    max_dataset_size: int = opt(0, "use at most this many images per domain (0: all)")
+    num_threads: int = opt(2, "data loading worker processes (0: load in the main process)")
+    bad_images: str = opt("fail", "on an unreadable image: stop naming it, or skip it with a warning",
+                          ("fail", "skip"))
+    # networks
+    netG: str = opt("resnet_9blocks", "generator architecture",
+                    ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"))
+    netD: str = opt("basic", "discriminator: basic (70x70 PatchGAN), n_layers, pixel", ("basic", "n_layers", "pixel"))
+    n_layers_D: int = opt(3, "discriminator layers when --netD n_layers")
+    ngf: int = opt(64, "generator filters in the last conv layer")
+    ndf: int = opt(64, "discriminator filters in the first conv layer")
+    norm: str = opt("instance", "normalisation layer", ("instance", "batch", "none"))
+    no_dropout: bool = opt(False, "no dropout in the generator", off="dropout")
+    init_type: str = opt("normal", "weight initialisation", ("normal", "xavier", "kaiming", "orthogonal"))
+    init_gain: float = opt(0.02, "scale for normal, xavier and orthogonal init")
+    # optimisation
+    gan_mode: str = opt("lsgan", "GAN objective", ("lsgan", "vanilla", "wgangp"))
+    lr: float = opt(0.0002, "initial Adam learning rate")
+    beta1: float = opt(0.5, "Adam beta1")
+    n_epochs: int = opt(100, "epochs at the initial learning rate")
+    n_epochs_decay: int = opt(100, "epochs of linear decay to zero")
+    lr_policy: str = opt("linear", "learning rate schedule", ("linear", "step", "plateau", "cosine"))
+    lr_decay_iters: int = opt(50, "multiply by 0.1 every this many epochs (step policy)")
+    epoch_count: int = opt(1, "number of the first epoch (to continue from <epoch>_net files)")
+    max_iters: int = opt(0, "stop after this many iterations in total (0: run all epochs)")
+    # saving and logging
+    continue_train: bool = opt(False, "resume from the latest training state (or <epoch>_net files)")
+    epoch: str = opt("latest", "which saved epoch to continue from")
+    save_epoch_freq: int = opt(5, "save <epoch>_net files every this many epochs")
+    save_latest_freq: int = opt(5000, "save the resumable latest state every this many iterations")
+    print_freq: int = opt(100, "log losses every this many iterations")
+    display_freq: int = opt(400, "save a sample grid every this many iterations")
+    # speed
+    amp: bool = opt(False, "mixed precision: bf16 autocast on CPU, fp16 (+GradScaler) on CUDA")
+    amp_dtype: str = opt("auto", "autocast dtype", ("auto", "bf16", "fp16"))
+    channels_last: bool = opt(False, "channels_last memory format for networks and inputs")
+    compile: bool = opt(False, "torch.compile the generators and discriminators")
+    device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
+
+    # --- helpers ---
+    @property
+    def use_dropout(self) -> bool:
+        return not self.no_dropout
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**d, **overrides}.items() if k in names})
+
+    def describe(self) -> str:
+        """The options as the reference prints them, marking values that differ from the default."""
+        lines = [f"----------------- Options ({type(self).__name__}) ---------------"]
+        for f in fields(self):
+            v = getattr(self, f.name)
+            mark = "" if v == f.default else f"\t[default: {f.default}]"
+            lines.append(f"{f.name:>25}: {v!s:<30}{mark}")
+        lines.append("----------------- End -------------------")
+        return "\n".join(lines)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train_opt.txt").write_text(self.describe() + "\n")
+        (folder / "train_opt.json").write_text(json.dumps({"model": self.model_name(), **self.to_dict()}, indent=1))
+
+    @classmethod
+    def model_name(cls) -> str:
+        return getattr(cls, "MODEL", "")

@@ -1,0 +1,163 @@
+"""The model contract (set_input / optimize_parameters / losses / visuals) and the speed plumbing
+every family shares: device, AMP, channels_last, torch.compile, DDP, LR schedules, state dicts."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.nn as nn
+from torch.optim import lr_scheduler
+
+from gantk.checkpoints import load_state_dict_checked
+from gantk.config import TrainConfig
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks this process's GPU under torchrun (LOCAL_RANK), else cuda:0, else CPU."""
+    if name == "auto":
+        name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Reference 'linear' rule: factor 1 for n_epochs, then linear to ~0 over n_epochs_decay (epochs 1-based)."""
+    def rule(k: int) -> float:  # k = scheduler steps taken = epochs finished since epoch_count
+        return 1.0 - max(0, k + cfg.epoch_count - cfg.n_epochs) / float(cfg.n_epochs_decay + 1)
+    return rule
+
+
+def make_scheduler(optimizer, cfg: TrainConfig):
+    if cfg.lr_policy == "linear":
+        return lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    if cfg.lr_policy == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=cfg.lr_decay_iters, gamma=0.1)
+    if cfg.lr_policy == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, threshold=0.01, patience=5)
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.n_epochs, eta_min=0)
+
+
+class Precision:
+    """Autocast + GradScaler in one place: bf16 on CPU, fp16 with loss scaling (or bf16) on CUDA."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.enabled = cfg.amp
+        self.device_type = device.type
+        dtype = cfg.amp_dtype
+        if dtype == "auto":
+            dtype = "fp16" if device.type == "cuda" else "bf16"
+        self.dtype = torch.float16 if dtype == "fp16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self):
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, optimizer) -> None:
+        self.scaler.step(optimizer)
+
+    def update(self) -> None:
+        self.scaler.update()
+
+
+class BaseModel:
+    """A model family: networks by name, one training step, losses and visuals by name."""
+
+    Config = TrainConfig
+    net_names: tuple[str, ...] = ()      # networks saved in checkpoints
+    train_net_names: tuple[str, ...] = ()  # networks used only in training (discriminators)
+    loss_names: tuple[str, ...] = ()
+    visual_rows: tuple[tuple[str, ...], ...] = ()  # how sample grids lay out the visuals
+
+    @property
+    def visual_names(self) -> tuple[str, ...]:
+        return tuple(n for row in self.visual_rows for n in row)
+
+    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.precision = Precision(cfg, self.device)
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.fwd: dict[str, nn.Module] = {}     # what training calls: compiled and/or DDP-wrapped
+        self.frozen: dict[str, nn.Module] = {}  # compiled only: for networks whose grads are off this step
+        self.losses: dict[str, torch.Tensor] = {}
+
+    # --- set-up shared by all families ---
+    def adam(self, *names: str) -> torch.optim.Optimizer:
+        params = [p for n in names for p in self.nets[n].parameters()]
+        return torch.optim.Adam(params, lr=self.cfg.lr, betas=(self.cfg.beta1, 0.999))
+
+    def setup(self) -> None:
+        """Move networks to the device and apply channels_last / compile / DDP; build LR schedulers."""
+        fmt = torch.channels_last if self.cfg.channels_last else torch.preserve_format
+        for name, net in self.nets.items():
+            net.to(self.device, memory_format=fmt)
+            core = torch.compile(net) if self.cfg.compile else net
+            self.frozen[name] = core
+            if self.world_size > 1 and any(p.requires_grad for p in net.parameters()):
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                core = nn.parallel.DistributedDataParallel(core, device_ids=ids)
+            self.fwd[name] = core
+        self.schedulers = {k: make_scheduler(o, self.cfg) for k, o in self.optimizers.items()}
+
+    def to_input(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else t
+
+    def train(self, mode: bool = True) -> None:
+        for net in self.nets.values():
+            net.train(mode)
+
+    # --- the contract each family implements ---
+    def set_input(self, batch: dict) -> None:
+        raise NotImplementedError
+
+    def optimize_parameters(self) -> None:
+        raise NotImplementedError
+
+    def current_losses(self) -> dict[str, float]:
+        return {k: float(self.losses[k].detach()) for k in self.loss_names if k in self.losses}
+
+    def current_visuals(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k).detach() for k in self.visual_names if hasattr(self, k)}
+
+    def extra_state(self) -> dict:
+        """Family-specific state to resume exactly (e.g. image pools)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    # --- schedules and state ---
+    def update_learning_rate(self, metric: float = 0.0) -> float:
+        for s in self.schedulers.values():
+            s.step(metric) if isinstance(s, lr_scheduler.ReduceLROnPlateau) else s.step()
+        return self.learning_rate()
+
+    def learning_rate(self) -> float:
+        return next(iter(self.optimizers.values())).param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scaler": self.precision.scaler.state_dict(),
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, net in self.nets.items():
+            load_state_dict_checked(net, state["nets"][k], f"saved network {k}")
+        for group in ("optimizers", "schedulers"):
+            for k, obj in getattr(self, group).items():
+                obj.load_state_dict(state[group][k])
+        if state.get("scaler"):
+            self.precision.scaler.load_state_dict(state["scaler"])
+        self.load_extra_state(state.get("extra", {}))

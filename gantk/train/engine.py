@@ -1,0 +1,157 @@
+"""The training loop shared by every family: data, steps, logging, sample grids, checkpoints, resume."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from gantk.checkpoints import TRAIN_STATE_FORMAT, atomic_save, load_state_dict_checked, read_checkpoint
+from gantk.config import TrainConfig
+from gantk.data import EpochSampler, make_dataset
+from gantk.errors import GantkError
+from gantk.models import get_model_class
+from gantk.models.base import resolve_device
+from gantk.models.networks import UNET_DOWNS, size_multiple
+from gantk.train.distributed import barrier, init_distributed, shutdown
+from gantk.train.report import Reporter
+
+log = logging.getLogger("gantk.train")
+LATEST = "latest_state.pt"
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Reject bad option combinations before any work."""
+    if not cfg.dataroot:
+        raise GantkError("--dataroot is required: a folder in the reference layout (see `gantk data sample`)")
+    if not Path(cfg.dataroot).is_dir():
+        raise GantkError(f"--dataroot {cfg.dataroot}: no such folder")
+    m = size_multiple(cfg.netG)
+    if cfg.netG in UNET_DOWNS and "crop" in cfg.preprocess and cfg.crop_size % m:
+        raise GantkError(f"--netG {cfg.netG} needs --crop_size divisible by {m}, got {cfg.crop_size}")
+    if cfg.netG in UNET_DOWNS and cfg.preprocess == "none":
+        raise GantkError(f"--netG {cfg.netG} needs fixed-size inputs divisible by {m}: use a crop preprocess")
+    for k in ("batch_size", "crop_size", "load_size", "ngf", "ndf", "save_epoch_freq",
+              "save_latest_freq", "print_freq", "display_freq"):
+        if getattr(cfg, k) <= 0:
+            raise GantkError(f"--{k} must be positive, got {getattr(cfg, k)}")
+
+
+def save_nets(model, folder: Path, prefix: str) -> None:
+    """Reference-compatible `<prefix>_net_<name>.pth` state dicts, one per network."""
+    for name, net in model.nets.items():
+        atomic_save(net.state_dict(), folder / f"{prefix}_net_{name}.pth")
+
+
+def save_state(model, cfg, folder: Path, epoch: int, epoch_iter: int, steps: int, total_iters: int) -> None:
+    """The resumable state (networks, optimizers, schedulers, scaler, pools, RNG, position, options)."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    state = {"format": TRAIN_STATE_FORMAT, "model": cfg.model_name(), "config": cfg.to_dict(),
+             "epoch": epoch, "epoch_iter": epoch_iter, "steps": steps, "total_iters": total_iters,
+             "rng": rng, **model.state_dict()}
+    atomic_save(state, folder / LATEST)
+    save_nets(model, folder, "latest")
+
+
+def resume(model, cfg, folder: Path) -> tuple[int, int, int, int]:
+    """Load the latest training state (exact resume) or `<epoch>_net_*.pth` files (networks only)."""
+    latest = folder / LATEST
+    if cfg.epoch == "latest" and latest.is_file():
+        state = read_checkpoint(latest)
+        model.load_state_dict(state)
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        return state["epoch"], state["epoch_iter"], state["steps"], state["total_iters"]
+    for name, net in model.nets.items():
+        path = folder / f"{cfg.epoch}_net_{name}.pth"
+        load_state_dict_checked(net, read_checkpoint(path), str(path))
+    return cfg.epoch_count, 0, 0, 0
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train `cfg`'s model family; returns the checkpoint folder."""
+    check_config(cfg)
+    rank, world = init_distributed(cfg.device)
+    try:
+        return _train(cfg, rank, world)
+    finally:
+        shutdown()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
+    device = resolve_device(cfg.device)
+    folder = Path(cfg.checkpoints_dir) / cfg.name
+    main = rank == 0
+    dataset = make_dataset(cfg, "train")
+    sampler = EpochSampler(len(dataset), shuffle=not cfg.serial_batches, seed=cfg.seed, rank=rank, world_size=world)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                                         num_workers=cfg.num_threads, pin_memory=device.type == "cuda")
+    torch.manual_seed(cfg.seed)
+    model = get_model_class(cfg.model_name())(cfg, device, rank, world)
+    model.setup()
+    epoch, epoch_iter, steps, total_iters = cfg.epoch_count, 0, 0, 0
+    if cfg.continue_train:
+        epoch, epoch_iter, steps, total_iters = resume(model, cfg, folder)
+    last_epoch = cfg.epoch_count + cfg.n_epochs + cfg.n_epochs_decay - 1
+    reporter = None
+    if main:
+        cfg.save(folder)
+        reporter = Reporter(folder, f"{cfg.name} ({cfg.model_name()})", cfg.describe())
+        tqdm.write(cfg.describe())
+        tqdm.write(f"{len(dataset)} training images, {world} process(es) on {device}; "
+                   f"checkpoints and samples in {folder}")
+    images_per_step = cfg.batch_size * world
+    model.train()
+    while epoch <= last_epoch and not (cfg.max_iters and steps >= cfg.max_iters):
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, start=epoch_iter * cfg.batch_size)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{last_epoch}", disable=not main, leave=False,
+                   initial=epoch_iter, total=epoch_iter + len(loader), dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        t_data_start = time.perf_counter()
+        g_loss_sum, n_steps = 0.0, 0
+        for batch in bar:
+            t0 = time.perf_counter()
+            model.set_input(batch)
+            model.optimize_parameters()
+            prev, steps, epoch_iter = total_iters, steps + 1, epoch_iter + 1
+            total_iters += images_per_step
+            losses = model.current_losses()
+            g_loss_sum, n_steps = g_loss_sum + sum(v for k, v in losses.items() if not k.startswith("D")), n_steps + 1
+            crossed = lambda freq: total_iters // freq > prev // freq
+            if main:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:4]})
+                if crossed(cfg.print_freq) or steps == 1:
+                    t_comp = time.perf_counter() - t0
+                    reporter.log_losses(epoch, total_iters, t_comp, t0 - t_data_start, losses, model.learning_rate())
+                if crossed(cfg.display_freq):
+                    reporter.save_samples(epoch, total_iters, model.current_visuals(), model.visual_rows)
+                if crossed(cfg.save_latest_freq):
+                    save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
+            t_data_start = time.perf_counter()
+            if cfg.max_iters and steps >= cfg.max_iters:
+                break
+        else:  # the epoch ran to its end
+            if main:
+                reporter.save_samples(epoch, total_iters, model.current_visuals(), model.visual_rows)
+                if epoch % cfg.save_epoch_freq == 0 or epoch == last_epoch:
+                    save_nets(model, folder, str(epoch))
+            lr = model.update_learning_rate(g_loss_sum / max(n_steps, 1))
+            epoch, epoch_iter = epoch + 1, 0
+            if main:
+                save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
+                tqdm.write(f"end of epoch {epoch - 1}/{last_epoch}: {steps} iterations, learning rate now {lr:.7f}")
+            barrier()
+            continue
+        break
+    if main:
+        save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
+        tqdm.write(f"saved {folder / LATEST} after {steps} iterations")
+    barrier()
+    return folder

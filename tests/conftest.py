@@ -1,0 +1,20 @@
+import pytest
+
+from gantk.data.sample import build_sample_data
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory):
+    """The offline sample sets at 32 px (fast): {"unaligned": path, "aligned": path}."""
+    return build_sample_data(tmp_path_factory.mktemp("datasets"), seed=0, size=32)
+
+
+def tiny_args(dataroot, ckpt, name="t", **extra):
+    """CLI arguments for a seconds-long CycleGAN run on 32 px crops."""
+    args = ["train", "--model", "cyclegan", "--dataroot", str(dataroot), "--checkpoints_dir", str(ckpt),
+            "--name", name, "--netG", "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_size", "36",
+            "--crop_size", "32", "--max_dataset_size", "4", "--n_epochs", "1", "--n_epochs_decay", "2",
+            "--num_threads", "0", "--print_freq", "1", "--display_freq", "2"]
+    for k, v in extra.items():
+        args += [f"--{k}"] if v is True else [f"--{k}", str(v)]
+    return args
