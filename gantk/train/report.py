@@ -36,8 +36,10 @@ class Reporter:
 
     def save_samples(self, epoch: int, iters: int, visuals: dict, rows: list[list[str]]) -> Path:
         """One grid: each row a list of visual names (first image of the batch)."""
-        grid = image_grid([[visuals[n][0] for n in row if n in visuals] for row in rows])
         name = f"epoch{epoch:03d}_iter{iters:07d}.png"
+        if any(n == name for n, _ in self.samples):
+            return self.web / "images" / name
+        grid = image_grid([[visuals[n][0] for n in row if n in visuals] for row in rows])
         path = save_image(grid, self.web / "images" / name)
         labels = " | ".join(", ".join(n for n in row if n in visuals) for row in rows)
         self.samples.append((name, f"epoch {epoch}, iteration {iters}: {labels}"))
