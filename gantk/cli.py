@@ -79,6 +79,8 @@ def train(ctx, model):
 @click.option("--num_test", type=int, default=50, show_default=True, help="translate at most this many images")
 @click.option("--tile", type=int, default=0, help="translate in tiles of this many px (0: whole image)")
 @click.option("--tile_overlap", type=int, default=32, show_default=True, help="overlap between tiles, px")
+@click.option("--tile_stats_size", type=int, default=1024, show_default=True,
+              help="InstanceNorm statistics for all tiles come from the image scaled to at most this many px")
 @click.option("--device", default="auto", show_default=True)
 def translate(**o):
     """Translate images with a trained or official generator; writes images and an index.html."""

@@ -6,8 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import contextlib
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from gantk.errors import GantkError
 from gantk.io import save_image
@@ -31,13 +34,65 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
-@torch.no_grad()
-def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int, overlap: int = 32, multiple: int = 4) -> torch.Tensor:
-    """net(x) computed tile by tile (NCHW, any size); overlapping outputs are averaged with ramp weights.
+class FixedInstanceNorm(nn.Module):
+    """InstanceNorm with statistics measured beforehand (per sample and channel)."""
 
-    Memory is bounded by one tile. Tiles are `tile` px (rounded down to `multiple`); networks with
-    InstanceNorm see per-tile statistics, so results differ slightly from a whole-image pass.
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float):
+        super().__init__()
+        self.mean, self.var, self.eps = mean, var, eps
+
+    def forward(self, x):
+        return (x - self.mean) / torch.sqrt(self.var + self.eps)
+
+
+@contextlib.contextmanager
+def global_instance_stats(net: nn.Module, x: torch.Tensor, max_size: int):
+    """Within the block, every InstanceNorm of `net` uses the statistics of the whole image `x`
+    (measured on `x` scaled down to at most `max_size` px on its long side), so all tiles agree."""
+    norms = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d) and not m.affine]
+    if not norms:
+        yield
+        return
+    scale = min(1.0, max_size / max(x.shape[-2:]))
+    if scale < 1:
+        x = F.interpolate(x, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False)
+    stats = {}
+    hooks = [m.register_forward_pre_hook(
+        lambda m, a, n=n: stats.__setitem__(n, torch.var_mean(a[0].float(), (2, 3), unbiased=False, keepdim=True)))
+        for n, m in norms]
+    try:
+        net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    swapped = []
+    for name, m in norms:
+        parent_name, _, key = name.rpartition(".")
+        parent = net.get_submodule(parent_name)
+        var, mean = stats[name]
+        parent._modules[key] = FixedInstanceNorm(mean, var, m.eps)
+        swapped.append((parent, key, m))
+    try:
+        yield
+    finally:
+        for parent, key, m in swapped:
+            parent._modules[key] = m
+
+
+@torch.no_grad()
+def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int, overlap: int = 32, multiple: int = 4,
+                  stats_size: int = 1024) -> torch.Tensor:
+    """net(x) computed tile by tile (NCHW); overlapping outputs are averaged with ramp weights.
+
+    Memory is bounded by one tile (plus one pass at `stats_size` px that measures InstanceNorm
+    statistics of the whole image, so tiles share them and no seams appear). Tiles are `tile` px,
+    rounded down to `multiple`.
     """
+    with global_instance_stats(net, x, stats_size):
+        return _tiled(net, x, tile, overlap, multiple)
+
+
+def _tiled(net, x, tile, overlap, multiple):
     tile = tile // multiple * multiple
     if tile <= 0 or overlap >= tile:
         raise GantkError(f"--tile {tile} must be a positive multiple of {multiple} larger than --tile_overlap {overlap}")
@@ -76,13 +131,13 @@ def write_html(folder: Path, title: str, rows: list[tuple[str, list[tuple[str, s
 
 @torch.no_grad()
 def translate_images(net: nn.Module, items, out_dir: str | Path, title: str, tile: int | None = None,
-                     overlap: int = 32, multiple: int = 4, device="cpu") -> list[Path]:
+                     overlap: int = 32, multiple: int = 4, device="cpu", stats_size: int = 1024) -> list[Path]:
     """Translate (name, CHW tensor in [-1, 1]) items; writes images/<name>_real.png, _fake.png and index.html."""
     out_dir = Path(out_dir)
     rows, written = [], []
     for name, x in items:
         x = x.unsqueeze(0).to(device)
-        y = tiled_forward(net, x, tile, overlap, multiple) if tile else net(x)
+        y = tiled_forward(net, x, tile, overlap, multiple, stats_size) if tile else net(x)
         stem = Path(name).stem
         real = save_image(x, out_dir / "images" / f"{stem}_real.png")
         fake = save_image(y, out_dir / "images" / f"{stem}_fake.png")
@@ -140,8 +195,8 @@ def input_files(input_path, dataroot, phase, direction) -> list[Path]:
 
 def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", direction="AtoB", which=None,
                   weights=None, dataroot=None, phase="test", input_path=None, output=None, preprocess="none",
-                  load_size=256, crop_size=256, num_test=50, tile=0, tile_overlap=32, device="auto",
-                  **arch) -> Path:
+                  load_size=256, crop_size=256, num_test=50, tile=0, tile_overlap=32, tile_stats_size=1024,
+                  device="auto", **arch) -> Path:
     """The `gantk translate` command: returns the output folder (images/ + index.html)."""
     from gantk.data.transforms import transform
     from gantk.io import load_image
@@ -162,5 +217,5 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
 
     out = Path(output or Path("results") / (name or Path(path).stem) / f"test_{epoch}")
     translate_images(net, items(), out, f"{Path(path).name}: {len(files)} images", tile or None, tile_overlap,
-                     multiple, dev)
+                     multiple, dev, tile_stats_size)
     return out
