@@ -104,3 +104,13 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(sample_data,
     assert "2 process(es)" in proc.stdout + proc.stderr
     assert main(tiny_args(sample_data["unaligned"], tmp_path, "single", batch_size=2, **common)) == 0
     assert_same_weights(nets(tmp_path / "ddp"), nets(tmp_path / "single"), atol=1e-5)
+
+
+def test_compile_matches_eager():
+    """torch.compile (inductor, CPU C++ codegen) of G and D gives the eager losses and gradients."""
+    losses, grads = first_step()
+    c_losses, c_grads = first_step(compile=True)
+    for k in losses:
+        assert c_losses[k] == pytest.approx(losses[k], rel=1e-4), k
+    for k in grads:
+        assert (c_grads[k] - grads[k]).abs().max() <= 1e-4 * grads[k].abs().max() + 1e-5, k
