@@ -2,8 +2,14 @@
 
 Each configuration gets a fresh model built from the same seed and runs the full reference recipe
 (G_A/G_B step with GAN + cycle + identity losses, then D_A/D_B on image-pool fakes) on real photos.
-The first iteration (which includes torch.compile's compilation) is reported on its own; then come
-warm-up iterations, then the timed ones (median, p10, p90, speed-up over eager fp32).
+The first iteration (which includes torch.compile's compilation, from an empty inductor cache unless
+--warm-cache) is reported on its own; then come warm-up iterations, then the timed ones (median, p10,
+p90, speed-up over eager fp32). A config that raises is marked FAILED, one that runs past
+--config-timeout is marked TIMEOUT; the run goes on either way.
+
+Timings on a shared machine are only as good as its idleness: the CPU time other processes used
+during the timed iterations is recorded per config ("other load", in cores); --wait-idle waits for
+a quiet machine before each config.
 
     python benchmarks/train_step.py                         # all configs, 256 px, batch 1, CPU
     python benchmarks/train_step.py --configs eager amp+channels_last --iters 10
@@ -15,6 +21,7 @@ that is stopped early still leaves the configs it finished).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import itertools
@@ -23,8 +30,10 @@ import math
 import os
 import platform
 import shlex
+import signal
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -70,6 +79,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed for every model's weights")
     p.add_argument("--goal", type=float, default=2.0, help="speed-up over eager fp32 that the best config should reach")
+    p.add_argument("--config-timeout", type=int, default=900,
+                   help="stop a config after this many seconds and mark it TIMEOUT (0: no limit)")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="let torch.compile reuse the default inductor cache (default: an empty one per config, "
+                        "so the first iteration shows a cold compile)")
+    p.add_argument("--wait-idle", type=int, default=0,
+                   help="before each config, wait up to this many seconds for other processes to use < 0.2 cores")
     p.add_argument("--out", default="benchmarks/results", help="folder for train_step_<device>.json/.md")
     args = p.parse_args(argv)
     args.configs = [BASELINE] + [c for c in dict.fromkeys(args.configs) if c != BASELINE]
@@ -120,6 +136,71 @@ def batches(a: list[torch.Tensor], b: list[torch.Tensor], batch_size: int):
         yield {"A": torch.stack([a[i % len(a)] for i in idx]), "B": torch.stack([b[i % len(b)] for i in idx])}
 
 
+# --- measuring on a shared machine ----------------------------------------------------------------
+
+def cpu_busy_s() -> float | None:
+    """CPU seconds all processes have used since boot, from /proc/stat (None where it is missing)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+class LoadMeter:
+    """Cores' worth of CPU that other processes used between start() and stop()."""
+
+    def start(self) -> None:
+        self.busy, self.own, self.wall = cpu_busy_s(), time.process_time(), time.perf_counter()
+
+    def stop(self) -> float | None:
+        if self.busy is None:
+            return None
+        busy, own, wall = cpu_busy_s() - self.busy, time.process_time() - self.own, time.perf_counter() - self.wall
+        return max(0.0, busy - own) / wall if wall > 0 else None
+
+
+def wait_idle(max_s: int, threshold: float = 0.2, window_s: float = 3.0) -> float | None:
+    """Wait (up to max_s) until other processes use less than `threshold` cores; return the last reading."""
+    meter, t0, load = LoadMeter(), time.monotonic(), None
+    while time.monotonic() - t0 < max_s:
+        meter.start()
+        time.sleep(window_s)
+        load = meter.stop()
+        if load is None or load < threshold:
+            break
+        if time.monotonic() - t0 < 2 * window_s:
+            print(f"  waiting up to {max_s} s for an idle machine (other processes use {load:.1f} cores)", flush=True)
+    waited = time.monotonic() - t0
+    if waited >= 2 * window_s:
+        print(f"  waited {waited:.0f} s; other processes now use {fmt(load, '.1f')} cores", flush=True)
+    return load
+
+
+class ConfigTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Raise ConfigTimeout in this (main) thread after `seconds` (0: no limit; needs SIGALRM).
+    Python handles the signal between operations, so a long kernel finishes first."""
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise ConfigTimeout(f"stopped after {seconds} s (--config-timeout)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 # --- one configuration -----------------------------------------------------------------------------
 
 def percentile(xs: list[float], q: float) -> float:
@@ -130,59 +211,78 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def run_config(name: str, args, data) -> dict:
-    """Fresh model (same seed), first iteration, warm-up, timed iterations; never raises."""
-    flags = CONFIGS[name]
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    res: dict = {"config": name, **flags, "status": "ok"}
-    model = None
+def run_config(name: str, args, data, cache_root: str) -> dict:
+    """One config's result dict; a config that raises or runs too long is marked, never re-raised."""
+    res: dict = {"config": name, **CONFIGS[name], "status": "ok"}
+    if args.wait_idle:
+        res["other_load_before"] = wait_idle(args.wait_idle)
     try:
-        torch._dynamo.reset()  # no compiled code or recompile budget carried over between configs
-        cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
-                             pool_size=50, seed=args.seed, device=args.device, **flags)
-        torch.manual_seed(args.seed)
-        model = CycleGANModel(cfg, device=device)
-        model.setup()
-        model.train()
-
-        def step() -> float:
-            batch = next(data)
-            sync()
-            t0 = time.perf_counter()
-            model.set_input(batch)
-            model.optimize_parameters()
-            sync()
-            return time.perf_counter() - t0
-
-        res["first_iter_s"] = step()
-        print(f"  first iteration {res['first_iter_s']:.2f} s", flush=True)
-        res["warmup_s"] = [step() for _ in range(args.warmup)]
-        if res["warmup_s"]:
-            print(f"  warm-up {', '.join(f'{t:.2f}' for t in res['warmup_s'])} s", flush=True)
-        times = []
-        for i in range(args.iters):
-            times.append(step())
-            print(f"  iter {i + 1}/{args.iters}: {times[-1]:.3f} s", flush=True)
-        res["times_s"] = times
-        res["median_s"] = statistics.median(times)
-        res["p10_s"] = percentile(times, 10)
-        res["p90_s"] = percentile(times, 90)
-        res["losses"] = model.current_losses()
-        res["losses_finite"] = all(math.isfinite(v) for v in res["losses"].values())
-        if not res["losses_finite"]:
-            print(f"  NON-FINITE losses: {res['losses']}", flush=True)
+        with time_limit(args.config_timeout):
+            measure(name, args, data, cache_root, res)
+    except ConfigTimeout as e:
+        res["status"], res["error"] = "TIMEOUT", str(e)
+        print(f"  TIMEOUT: {e}", flush=True)
     except Exception as e:  # a failing config is a result, not a crash
-        res["status"] = "FAILED"
-        res["error"] = f"{type(e).__name__}: {e}"
+        res["status"], res["error"] = "FAILED", f"{type(e).__name__}: {e}"
         res["traceback"] = traceback.format_exc()
         print(f"  FAILED: {res['error'][:2000]}", flush=True)
     finally:
-        del model
         gc.collect()
-        if device.type == "cuda":
+        if args.device == "cuda":
             torch.cuda.empty_cache()
     return res
+
+
+def measure(name: str, args, data, cache_root: str, res: dict) -> None:
+    """Fresh model (same seed), first iteration, warm-up, timed iterations, loss check.
+    Fills `res` in as it goes, so a config stopped part-way keeps what it measured."""
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch._dynamo.reset()  # no compiled code or recompile budget carried over between configs
+    if not args.warm_cache:  # inductor reads this when it compiles: a cold cache for every config
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_root, name)
+
+    cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
+                         pool_size=50, seed=args.seed, device=args.device, **CONFIGS[name])
+    torch.manual_seed(args.seed)
+    model = CycleGANModel(cfg, device=device)
+    model.setup()
+    model.train()
+
+    def step() -> float:
+        batch = next(data)
+        sync()
+        t0 = time.perf_counter()
+        model.set_input(batch)
+        model.optimize_parameters()
+        sync()
+        return time.perf_counter() - t0
+
+    res["first_iter_s"] = step()
+    print(f"  first iteration {res['first_iter_s']:.2f} s", flush=True)
+    res["warmup_s"] = []
+    for _ in range(args.warmup):
+        res["warmup_s"].append(step())
+    if res["warmup_s"]:
+        print(f"  warm-up {', '.join(f'{t:.2f}' for t in res['warmup_s'])} s", flush=True)
+
+    times = res["times_s"] = []
+    meter = LoadMeter()
+    meter.start()
+    for i in range(args.iters):
+        times.append(step())
+        print(f"  iter {i + 1}/{args.iters}: {times[-1]:.3f} s", flush=True)
+    res["other_load"] = meter.stop()
+    res["median_s"] = statistics.median(times)
+    res["p10_s"] = percentile(times, 10)
+    res["p90_s"] = percentile(times, 90)
+
+    res["losses"] = model.current_losses()
+    res["losses_finite"] = all(math.isfinite(v) for v in res["losses"].values())
+    if not res["losses_finite"]:
+        print(f"  NON-FINITE losses: {res['losses']}", flush=True)
+    if res["other_load"] is not None and res["other_load"] > 0.2:
+        print(f"  note: other processes used {res['other_load']:.1f} cores during the timed iterations", flush=True)
 
 
 def summarise(results: list[dict], goal: float) -> dict:
@@ -191,16 +291,26 @@ def summarise(results: list[dict], goal: float) -> dict:
     for r in results:
         ok = r["status"] == "ok" and base is not None
         r["speedup"] = base["median_s"] / r["median_s"] if ok else None
+    loads = [r["other_load"] for r in results if r.get("other_load") is not None]
     valid = [r for r in results if r["status"] == "ok" and r["losses_finite"]]
     best = min(valid, key=lambda r: r["median_s"]) if valid else None
     return {"best_config": best["config"] if best else None,
             "best_median_s": best["median_s"] if best else None,
             "best_speedup": best["speedup"] if best else None,
             "goal_speedup": goal,
-            "goal_met": bool(best and best["speedup"] is not None and best["speedup"] >= goal)}
+            "goal_met": bool(best and best["speedup"] is not None and best["speedup"] >= goal),
+            "max_other_load": max(loads) if loads else None}
 
 
 # --- environment and output ------------------------------------------------------------------------
+
+def mkldnn_bf16() -> bool | None:
+    """Whether oneDNN has fast bf16 kernels on this CPU (without them CPU AMP is very slow)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return None
+
 
 def environment(args) -> dict:
     """Machine description without the host name."""
@@ -218,6 +328,8 @@ def environment(args) -> dict:
            "cpu_count": os.cpu_count(),
            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
            "torch_threads": torch.get_num_threads(),
+           "mkldnn_bf16": mkldnn_bf16(),
+           "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
            "os": f"{platform.system()} {platform.release()} {platform.machine()}",
            "python": platform.python_version(),
            "torch": torch.__version__,
@@ -236,19 +348,29 @@ def markdown(report: dict) -> str:
              f"{opts['netG']}, ngf {opts['ngf']}, {opts['size']} px, batch {opts['batch_size']}, "
              f"identity loss + image pool 50; first iteration separate, then {opts['warmup']} warm-up, "
              f"{opts['iters']} timed iterations. Inputs: {report['inputs']}.", "",
-             "| config | status | first iter (s) | median (s) | p10 (s) | p90 (s) | speed-up vs eager fp32 | losses finite |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             "| config | status | first iter (s) | median (s) | p10 (s) | p90 (s) | speed-up vs eager fp32 "
+             "| losses finite | other load (cores) |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in report["results"]:
-        status = r["status"] if r["status"] == "ok" else f"FAILED: {r['error'].splitlines()[0][:120]}"
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error'].splitlines()[0][:120]}"
         finite = {True: "yes", False: "**NO**"}.get(r.get("losses_finite"), "-")
+        speedup = fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") is not None else "")
         lines.append(f"| {r['config']} | {status} | {fmt(r.get('first_iter_s'), '.2f')} | {fmt(r.get('median_s'))} "
-                     f"| {fmt(r.get('p10_s'))} | {fmt(r.get('p90_s'))} | {fmt(r.get('speedup'), '.2f')}x | {finite} |")
+                     f"| {fmt(r.get('p10_s'))} | {fmt(r.get('p90_s'))} | {speedup} | {finite} "
+                     f"| {fmt(r.get('other_load'), '.2f')} |")
     if summary["best_config"]:
         lines += ["", f"**Best:** `{summary['best_config']}`, {summary['best_median_s']:.3f} s/iter, "
                       f"{summary['best_speedup']:.2f}x eager fp32. "
                       f"Goal >= {summary['goal_speedup']:g}x eager fp32 met: **{'yes' if summary['goal_met'] else 'no'}**."]
     else:
         lines += ["", "**Best:** none (no config finished with finite losses)."]
+    if summary.get("max_other_load") is not None and summary["max_other_load"] > 0.2:
+        lines += ["", f"**Warning:** other processes used up to {summary['max_other_load']:.1f} cores during "
+                      "timed iterations (column 'other load'); those timings are disturbed."]
+    partial = [r for r in report["results"] if r["status"] != "ok" and (r.get("first_iter_s") or r.get("times_s"))]
+    for r in partial:
+        lines += ["", f"`{r['config']}` ({r['status']}) got as far as: first iteration "
+                      f"{fmt(r.get('first_iter_s'), '.2f')} s, warm-up {r.get('warmup_s', [])}, timed {r.get('times_s', [])}."]
     loss_names = sorted({k for r in report["results"] for k in r.get("losses", {})})
     if loss_names:
         lines += ["", "Losses after the timed iterations:", "",
@@ -279,12 +401,13 @@ def main(argv=None) -> int:
               "results": [], "summary": {}}
     print(f"environment: {report['environment']}", flush=True)
     out = Path(args.out)
-    for i, name in enumerate(args.configs, 1):
-        print(f"[{i}/{len(args.configs)}] {name}", flush=True)
-        # same input sequence for every config, so the image pools see the same fakes' inputs
-        report["results"].append(run_config(name, args, batches(a, b, args.batch_size)))
-        report["summary"] = summarise(report["results"], args.goal)
-        write(report, out, args.device)
+    with tempfile.TemporaryDirectory(prefix="train_step_inductor_") as cache_root:
+        for i, name in enumerate(args.configs, 1):
+            print(f"[{i}/{len(args.configs)}] {name}", flush=True)
+            # the same input sequence for every config
+            report["results"].append(run_config(name, args, batches(a, b, args.batch_size), cache_root))
+            report["summary"] = summarise(report["results"], args.goal)
+            write(report, out, args.device)
     print()
     print(markdown(report))
     print(f"wrote {out / f'train_step_{args.device}.json'} and .md", flush=True)
