@@ -1,11 +1,12 @@
 """Seconds per CycleGAN training iteration under the speed options (AMP, channels_last, torch.compile).
 
-Each configuration gets a fresh model built from the same seed and runs the full reference recipe
+Each configuration runs in its own child process (a fresh interpreter, so no compiled code, caches
+or memory carry over) with a fresh model built from the same seed, and runs the full reference recipe
 (G_A/G_B step with GAN + cycle + identity losses, then D_A/D_B on image-pool fakes) on real photos.
 The first iteration (which includes torch.compile's compilation, from an empty inductor cache unless
 --warm-cache) is reported on its own; then come warm-up iterations, then the timed ones (median, p10,
-p90, speed-up over eager fp32). A config that raises is marked FAILED, one that runs past
---config-timeout is marked TIMEOUT; the run goes on either way.
+p90, speed-up over eager fp32). A config that raises (or whose process dies) is marked FAILED; one
+with an iteration longer than --iter-timeout is killed and marked TIMEOUT; the run goes on either way.
 
 Timings on a shared machine are only as good as its idleness: the CPU time other processes used
 during the timed iterations is recorded per config ("other load", in cores); --wait-idle waits for
@@ -21,16 +22,15 @@ that is stopped early still leaves the configs it finished).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import gc
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import platform
+import queue
 import shlex
-import signal
 import statistics
 import sys
 import tempfile
@@ -79,8 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed for every model's weights")
     p.add_argument("--goal", type=float, default=2.0, help="speed-up over eager fp32 that the best config should reach")
-    p.add_argument("--config-timeout", type=int, default=900,
-                   help="stop a config after this many seconds and mark it TIMEOUT (0: no limit)")
+    p.add_argument("--iter-timeout", type=int, default=900,
+                   help="stop a config whose iteration (the first, with compilation, included) takes longer "
+                        "than this many seconds, and mark it TIMEOUT (0: no limit)")
     p.add_argument("--warm-cache", action="store_true",
                    help="let torch.compile reuse the default inductor cache (default: an empty one per config, "
                         "so the first iteration shows a cold compile)")
@@ -177,30 +178,6 @@ def wait_idle(max_s: int, threshold: float = 0.2, window_s: float = 3.0) -> floa
     return load
 
 
-class ConfigTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    """Raise ConfigTimeout in this (main) thread after `seconds` (0: no limit; needs SIGALRM).
-    Python handles the signal between operations, so a long kernel finishes first."""
-    if not seconds or not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise ConfigTimeout(f"stopped after {seconds} s (--config-timeout)")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 # --- one configuration -----------------------------------------------------------------------------
 
 def percentile(xs: list[float], q: float) -> float:
@@ -211,78 +188,112 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def run_config(name: str, args, data, cache_root: str) -> dict:
-    """One config's result dict; a config that raises or runs too long is marked, never re-raised."""
+def run_config(name: str, args, cache_root: str) -> dict:
+    """Run one config in a child process and collect what it reports; never raises.
+    The child reports after every iteration, so the parent can kill it when one takes too long."""
     res: dict = {"config": name, **CONFIGS[name], "status": "ok"}
     if args.wait_idle:
         res["other_load_before"] = wait_idle(args.wait_idle)
-    try:
-        with time_limit(args.config_timeout):
-            measure(name, args, data, cache_root, res)
-    except ConfigTimeout as e:
-        res["status"], res["error"] = "TIMEOUT", str(e)
-        print(f"  TIMEOUT: {e}", flush=True)
-    except Exception as e:  # a failing config is a result, not a crash
-        res["status"], res["error"] = "FAILED", f"{type(e).__name__}: {e}"
-        res["traceback"] = traceback.format_exc()
-        print(f"  FAILED: {res['error'][:2000]}", flush=True)
-    finally:
-        gc.collect()
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
-    return res
-
-
-def measure(name: str, args, data, cache_root: str, res: dict) -> None:
-    """Fresh model (same seed), first iteration, warm-up, timed iterations, loss check.
-    Fills `res` in as it goes, so a config stopped part-way keeps what it measured."""
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch._dynamo.reset()  # no compiled code or recompile budget carried over between configs
-    if not args.warm_cache:  # inductor reads this when it compiles: a cold cache for every config
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_root, name)
-
-    cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
-                         pool_size=50, seed=args.seed, device=args.device, **CONFIGS[name])
-    torch.manual_seed(args.seed)
-    model = CycleGANModel(cfg, device=device)
-    model.setup()
-    model.train()
-
-    def step() -> float:
-        batch = next(data)
-        sync()
-        t0 = time.perf_counter()
-        model.set_input(batch)
-        model.optimize_parameters()
-        sync()
-        return time.perf_counter() - t0
-
-    res["first_iter_s"] = step()
-    print(f"  first iteration {res['first_iter_s']:.2f} s", flush=True)
-    res["warmup_s"] = []
-    for _ in range(args.warmup):
-        res["warmup_s"].append(step())
-    if res["warmup_s"]:
-        print(f"  warm-up {', '.join(f'{t:.2f}' for t in res['warmup_s'])} s", flush=True)
-
-    times = res["times_s"] = []
-    meter = LoadMeter()
-    meter.start()
-    for i in range(args.iters):
-        times.append(step())
-        print(f"  iter {i + 1}/{args.iters}: {times[-1]:.3f} s", flush=True)
-    res["other_load"] = meter.stop()
+    ctx = multiprocessing.get_context("spawn")
+    reports = ctx.Queue()
+    child = ctx.Process(target=measure, args=(name, args, cache_root, reports), daemon=True)
+    child.start()
+    last = None  # when the last iteration ended (None while the model is being built)
+    while True:
+        try:
+            key, value = reports.get(timeout=1.0)
+        except queue.Empty:
+            if not child.is_alive():
+                res["status"], res["error"] = "FAILED", f"the benchmark process died (exit code {child.exitcode})"
+                break
+            if last is not None and args.iter_timeout and time.monotonic() - last > args.iter_timeout:
+                res["status"], res["error"] = "TIMEOUT", f"an iteration ran past {args.iter_timeout} s (--iter-timeout)"
+                break
+            continue
+        if key == "done":
+            break
+        if key == "error":
+            res["status"], (res["error"], res["traceback"]) = "FAILED", value
+            break
+        last = time.monotonic()
+        if key in ("warmup_s", "times_s"):
+            res.setdefault(key, []).append(value)
+        elif key != "ready":
+            res[key] = value
+    if res["status"] == "TIMEOUT":
+        child.kill()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    if res["status"] != "ok":
+        print(f"  {res['status']}: {res['error'][:2000]}", flush=True)
+        return res
+    times = res["times_s"]
     res["median_s"] = statistics.median(times)
     res["p10_s"] = percentile(times, 10)
     res["p90_s"] = percentile(times, 90)
+    return res
 
-    res["losses"] = model.current_losses()
-    res["losses_finite"] = all(math.isfinite(v) for v in res["losses"].values())
-    if not res["losses_finite"]:
-        print(f"  NON-FINITE losses: {res['losses']}", flush=True)
-    if res["other_load"] is not None and res["other_load"] > 0.2:
-        print(f"  note: other processes used {res['other_load']:.1f} cores during the timed iterations", flush=True)
+
+def measure(name: str, args, cache_root: str, reports) -> None:
+    """In the child: fresh model (same seed), first iteration, warm-up, timed iterations, loss check;
+    every result goes to `reports` as (key, value) as soon as it is known."""
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if not args.warm_cache:  # a cold inductor cache for every config
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_root, name)
+        device = torch.device(args.device)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        a, b, _ = load_photos(args.size, args.seed)
+        data = batches(a, b, args.batch_size)  # the same input sequence for every config
+
+        cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
+                             pool_size=50, seed=args.seed, device=args.device, **CONFIGS[name])
+        torch.manual_seed(args.seed)
+        model = CycleGANModel(cfg, device=device)
+        model.setup()
+        model.train()
+
+        def step() -> float:
+            batch = next(data)
+            sync()
+            t0 = time.perf_counter()
+            model.set_input(batch)
+            model.optimize_parameters()
+            sync()
+            return time.perf_counter() - t0
+
+        reports.put(("ready", None))
+        t = step()
+        reports.put(("first_iter_s", t))
+        print(f"  first iteration {t:.2f} s", flush=True)
+        for i in range(args.warmup):
+            t = step()
+            reports.put(("warmup_s", t))
+            print(f"  warm-up {i + 1}/{args.warmup}: {t:.2f} s", flush=True)
+
+        meter = LoadMeter()
+        meter.start()
+        for i in range(args.iters):
+            t = step()
+            reports.put(("times_s", t))
+            print(f"  iter {i + 1}/{args.iters}: {t:.3f} s", flush=True)
+        other_load = meter.stop()
+        reports.put(("other_load", other_load))
+
+        losses = model.current_losses()
+        finite = all(math.isfinite(v) for v in losses.values())
+        reports.put(("losses", losses))
+        reports.put(("losses_finite", finite))
+        if not finite:
+            print(f"  NON-FINITE losses: {losses}", flush=True)
+        if other_load is not None and other_load > 0.2:
+            print(f"  note: other processes used {other_load:.1f} cores during the timed iterations", flush=True)
+        reports.put(("done", None))
+    except Exception as e:  # a failing config is a result, not a crash
+        reports.put(("error", (f"{type(e).__name__}: {e}", traceback.format_exc())))
 
 
 def summarise(results: list[dict], goal: float) -> dict:
@@ -394,7 +405,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    a, b, inputs = load_photos(args.size, args.seed)
+    _, _, inputs = load_photos(args.size, args.seed)
     print(f"inputs: {inputs}", flush=True)
     report = {"command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/train_step.py", *argv]),
               "environment": environment(args), "options": vars(args), "inputs": inputs,
@@ -404,8 +415,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="train_step_inductor_") as cache_root:
         for i, name in enumerate(args.configs, 1):
             print(f"[{i}/{len(args.configs)}] {name}", flush=True)
-            # the same input sequence for every config
-            report["results"].append(run_config(name, args, batches(a, b, args.batch_size), cache_root))
+            report["results"].append(run_config(name, args, cache_root))
             report["summary"] = summarise(report["results"], args.goal)
             write(report, out, args.device)
     print()
