@@ -62,13 +62,19 @@ def first_step(**speed):
     return model.current_losses(), {k: p.grad for k, p in model.nets["G_A"].named_parameters()}
 
 
-def test_channels_last_and_amp_match_eager_fp32():
+def assert_first_step_matches_eager(**speed):
+    """fp32 speed options: eager losses to rel 1e-4, G gradients to 1e-4 of their scale."""
     losses, grads = first_step()
-    cl_losses, cl_grads = first_step(channels_last=True)
+    s_losses, s_grads = first_step(**speed)
     for k in losses:
-        assert cl_losses[k] == pytest.approx(losses[k], rel=1e-4), k
+        assert s_losses[k] == pytest.approx(losses[k], rel=1e-4), k
     for k in grads:
-        assert (cl_grads[k] - grads[k]).abs().max() <= 1e-4 * grads[k].abs().max() + 1e-5, k  # biases before IN: true grad 0
+        assert (s_grads[k] - grads[k]).abs().max() <= 1e-4 * grads[k].abs().max() + 1e-5, k  # biases before IN: true grad 0
+    return losses
+
+
+def test_channels_last_and_amp_match_eager_fp32():
+    losses = assert_first_step_matches_eager(channels_last=True)
     amp_losses, _ = first_step(amp=True)  # bf16 autocast: ~3 significant digits
     for k in losses:
         assert amp_losses[k] == pytest.approx(losses[k], rel=0.05, abs=0.02), k
@@ -108,9 +114,4 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(sample_data,
 
 def test_compile_matches_eager():
     """torch.compile (inductor, CPU C++ codegen) of G and D gives the eager losses and gradients."""
-    losses, grads = first_step()
-    c_losses, c_grads = first_step(compile=True)
-    for k in losses:
-        assert c_losses[k] == pytest.approx(losses[k], rel=1e-4), k
-    for k in grads:
-        assert (c_grads[k] - grads[k]).abs().max() <= 1e-4 * grads[k].abs().max() + 1e-5, k
+    assert_first_step_matches_eager(compile=True)
