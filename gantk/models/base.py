@@ -11,6 +11,9 @@ from torch.optim import lr_scheduler
 
 from gantk.checkpoints import load_state_dict_checked
 from gantk.config import TrainConfig
+from gantk.data import make_dataset
+from gantk.errors import GantkError
+from gantk.models.networks import UNET_DOWNS, size_multiple
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -87,6 +90,21 @@ class BaseModel:
         self.fwd: dict[str, nn.Module] = {}     # what training calls: compiled and/or DDP-wrapped
         self.frozen: dict[str, nn.Module] = {}  # compiled only: for networks whose grads are off this step
         self.losses: dict[str, torch.Tensor] = {}
+
+    # --- hooks the engine calls before building the model ---
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Reject option combinations this family cannot train (one-line GantkError)."""
+        m = size_multiple(cfg.netG)
+        if cfg.netG in UNET_DOWNS and "crop" in cfg.preprocess and cfg.crop_size % m:
+            raise GantkError(f"--netG {cfg.netG} needs --crop_size divisible by {m}, got {cfg.crop_size}")
+        if cfg.netG in UNET_DOWNS and cfg.preprocess == "none":
+            raise GantkError(f"--netG {cfg.netG} needs fixed-size inputs divisible by {m}: use a crop preprocess")
+
+    @classmethod
+    def make_dataset(cls, cfg: TrainConfig, phase: str):
+        """The training data set (by --dataset_mode unless a family needs its own)."""
+        return make_dataset(cfg, phase)
 
     # --- set-up shared by all families ---
     def adam(self, *names: str) -> torch.optim.Optimizer:

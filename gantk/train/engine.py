@@ -11,11 +11,10 @@ from tqdm import tqdm
 
 from gantk.checkpoints import TRAIN_STATE_FORMAT, atomic_save, load_state_dict_checked, read_checkpoint
 from gantk.config import TrainConfig
-from gantk.data import EpochSampler, make_dataset
+from gantk.data import EpochSampler
 from gantk.errors import GantkError
 from gantk.models import get_model_class
 from gantk.models.base import resolve_device
-from gantk.models.networks import UNET_DOWNS, size_multiple
 from gantk.train.distributed import barrier, init_distributed, shutdown
 from gantk.train.report import Reporter
 
@@ -24,20 +23,16 @@ LATEST = "latest_state.pt"
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Reject bad option combinations before any work."""
+    """Reject bad option combinations before any work (shared checks, then the family's own)."""
     if not cfg.dataroot:
         raise GantkError("--dataroot is required: a folder in the reference layout (see `gantk data sample`)")
     if not Path(cfg.dataroot).is_dir():
         raise GantkError(f"--dataroot {cfg.dataroot}: no such folder")
-    m = size_multiple(cfg.netG)
-    if cfg.netG in UNET_DOWNS and "crop" in cfg.preprocess and cfg.crop_size % m:
-        raise GantkError(f"--netG {cfg.netG} needs --crop_size divisible by {m}, got {cfg.crop_size}")
-    if cfg.netG in UNET_DOWNS and cfg.preprocess == "none":
-        raise GantkError(f"--netG {cfg.netG} needs fixed-size inputs divisible by {m}: use a crop preprocess")
     for k in ("batch_size", "crop_size", "load_size", "ngf", "ndf", "save_epoch_freq",
               "save_latest_freq", "print_freq", "display_freq"):
         if getattr(cfg, k) <= 0:
             raise GantkError(f"--{k} must be positive, got {getattr(cfg, k)}")
+    get_model_class(cfg.model_name()).check_config(cfg)
 
 
 def save_nets(model, folder: Path, prefix: str) -> None:
@@ -88,12 +83,13 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     device = resolve_device(cfg.device)
     folder = Path(cfg.checkpoints_dir) / cfg.name
     main = rank == 0
-    dataset = make_dataset(cfg, "train")
+    model_cls = get_model_class(cfg.model_name())
+    dataset = model_cls.make_dataset(cfg, "train")
     sampler = EpochSampler(len(dataset), shuffle=not cfg.serial_batches, seed=cfg.seed, rank=rank, world_size=world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
                                          num_workers=cfg.num_threads, pin_memory=device.type == "cuda")
     torch.manual_seed(cfg.seed)
-    model = get_model_class(cfg.model_name())(cfg, device, rank, world)
+    model = model_cls(cfg, device, rank, world)
     model.setup()
     epoch, epoch_iter, steps, total_iters = cfg.epoch_count, 0, 0, 0
     if cfg.continue_train:
