@@ -1,4 +1,4 @@
-"""The `gantk` command: train, translate, data. Errors print as one line, never a traceback."""
+"""The `gantk` command: train, translate, export, data. Errors print as one line, never a traceback."""
 from __future__ import annotations
 
 import json
@@ -105,6 +105,55 @@ def data_sample(out, size, seed, overwrite):
     for kind, path in build_sample_data(out, seed=seed, size=size, overwrite=overwrite).items():
         click.echo(f"{kind}: {path}")
 
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 128,256") from None
+
+
+@cli.command("export")
+@click.option("--name", help="experiment name (reads <checkpoints_dir>/<name>/<epoch>_net_<which>.pth)")
+@click.option("--checkpoints_dir", default="./checkpoints", show_default=True)
+@click.option("--epoch", default="latest", show_default=True)
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
+@click.option("--which", default=None, help="network to export (G_A/G_B for CycleGAN, G)")
+@click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. a downloaded latest_net_G.pth")
+@click.option("--netG", "netG", default=None, help="architecture of --weights (default: inferred)")
+@click.option("--ngf", type=int, default=None)
+@click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None)
+@click.option("--no_dropout/--dropout", "no_dropout", default=None)
+@click.option("--input_nc", type=int, default=None)
+@click.option("--output_nc", type=int, default=None)
+@click.option("--format", "formats", default="onnx", show_default=True,
+              help="comma-separated: onnx, onnx-fp16, aoti, trt, trt-fp16, trt-bf16, triton-repo")
+@click.option("--out", type=click.Path(file_okay=False), help="output folder (default ./exports/<name>)")
+@click.option("--bn_mode", type=click.Choice(["batch", "eval"]), default="batch", show_default=True,
+              help="BatchNorm generators (pix2pix): per-image statistics as the reference test script, "
+                   "or running statistics (its --eval)")
+@click.option("--parity_images", type=click.Path(exists=True), help="real images for the parity check "
+              "(default: scikit-image's sample photos)")
+@click.option("--parity_sizes", default=None, help="two or more sizes, px (default: 2x and 4x the size multiple, "
+              "at least 64 px)")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--max_batch", type=int, default=8, show_default=True, help="largest batch (TensorRT profile, AOTI, Triton)")
+@click.option("--opt_size", type=int, default=256, show_default=True, help="TensorRT profile's optimal size, px")
+@click.option("--max_size", type=int, default=1024, show_default=True, help="largest height/width, px")
+@click.option("--device", default="cpu", show_default=True, help="where AOTI compiles/parity runs: cpu or cuda")
+def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_size, max_size, device, **src):
+    """Export a generator (ONNX, fp16 ONNX, AOTInductor, TensorRT, Triton repository) and prove parity."""
+    from gantk.export.parity import load_photos
+    from gantk.export.pipeline import run_export
+    from gantk.export.spec import load_spec
+    spec, label = load_spec(**src)
+    m = spec.multiple
+    sizes = _sizes(parity_sizes) if parity_sizes else [max(64, 2 * m), max(128, 4 * m)]
+    manifest = run_export(spec, out or f"./exports/{label}", [f.strip() for f in formats.split(",") if f.strip()],
+                          load_photos(parity_images), sizes, opset=opset, max_batch=max_batch,
+                          opt_size=max(m, opt_size // m * m), max_size=max_size // m * m, device=device,
+                          name=label, log=click.echo)
+    click.echo(f"parity passed; wrote {', '.join(manifest['artifacts'].values())}")
 
 def _one_line(e: Exception) -> str:
     """The user-facing line of an error, also when it was re-raised from a DataLoader worker."""

@@ -1,0 +1,265 @@
+"""ONNX export of gantk generators: a clean static graph with dynamic batch/height/width, metadata,
+an fp16/bf16 variant that keeps normalisation in fp32, and a TensorRT-parser lint."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gantk.errors import GantkError
+from gantk.export.spec import ExportSpec
+
+DEFAULT_OPSET = 17
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise GantkError("ONNX export needs the onnx package: pip install 'gantk[export]'") from None
+    return onnx
+
+
+def export_onnx(spec: ExportSpec, path: str | Path, opset: int = DEFAULT_OPSET, size: int | None = None) -> Path:
+    """Write `spec.net` as ONNX: named inputs/outputs, dynamic N/H/W, constants folded, checked."""
+    onnx = _onnx()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = spec.example_inputs(batch=1, size=size or spec.default_size())
+    dims = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
+    if spec.nz:
+        dims["z"] = {0: "batch"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(spec.net, example, buf, dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=spec.input_names, output_names=["output"], dynamic_axes=dims)
+    model = fold_constants(onnx.load_from_string(buf.getvalue()))
+    set_metadata(model, spec.metadata())
+    check_onnx(model, str(path))
+    onnx.save(model, str(path))
+    return path
+
+
+def fold_constants(model):
+    """Evaluate every node whose inputs are all constants (e.g. the exporter's reflect-pad index
+    arithmetic) and store its result as an initializer, so Pad/Conv see plain constant inputs."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    graph_inputs = {i.name for i in g.input}
+    keep = []
+    for node in g.node:
+        if node.op_type == "Constant" and not node.input:
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" \
+                else _constant_value(node)
+            continue
+        if node.input and all(i in consts or i == "" for i in node.input) and node.domain in ("", "ai.onnx"):
+            sub = onnx.helper.make_model(
+                onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, 0, None) for o in node.output],
+                                       [numpy_helper.from_array(consts[i], i) for i in node.input if i]),
+                opset_imports=model.opset_import)
+            for name, value in zip(node.output, ReferenceEvaluator(sub).run(None, {})):
+                consts[name] = np.asarray(value)
+            continue
+        keep.append(node)
+    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
+    del g.node[:]
+    g.node.extend(keep)
+    del g.initializer[:]
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items() if k in used and k not in graph_inputs)
+    del g.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _constant_value(node):
+    from onnx import helper
+    a = node.attribute[0]
+    value = helper.get_attribute_value(a)
+    return np.asarray(value, dtype=np.float32 if a.name.startswith("value_float") else np.int64)
+
+
+def set_metadata(model, meta: dict) -> None:
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v)
+    model.producer_name = "gantk"
+
+
+def read_metadata(model) -> dict:
+    out = {}
+    for p in model.metadata_props:
+        try:
+            out[p.key] = json.loads(p.value)
+        except json.JSONDecodeError:
+            out[p.key] = p.value
+    return out
+
+
+def check_onnx(model, source: str) -> None:
+    """onnx.checker full check (incl. strict shape inference); one-line error on failure."""
+    onnx = _onnx()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise GantkError(f"{source}: ONNX checker failed: {str(e).splitlines()[0]}") from None
+
+
+def load_onnx(path: str | Path):
+    """Load and check an ONNX file; a missing, truncated or corrupt file is a one-line error."""
+    onnx = _onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise GantkError(f"{path}: ONNX file not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise GantkError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    if not model.graph.node:
+        raise GantkError(f"{path}: not a readable ONNX model (empty graph)")
+    check_onnx(model, str(path))
+    return model
+
+
+# --- reduced precision ----------------------------------------------------------------------------
+KEEP_FP32_OPS = {"InstanceNormalization", "BatchNormalization", "ReduceMean", "LayerNormalization"}
+FP32_INPUTS = {"Resize": (1, 2)}  # (op: input indices) that must stay float32 (roi, scales)
+
+
+def convert_precision(model, dtype: str = "fp16"):
+    """A copy of `model` computing in fp16 (or bf16) with fp32 inputs/outputs. Normalisation ops run in
+    fp32 behind Casts: InstanceNorm's variance overflows fp16 otherwise."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+    low = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[dtype]
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    fp32_names = {n.input[i] for n in g.node for i in FP32_INPUTS.get(n.op_type, ()) if i < len(n.input)}
+    fp32_names |= {i for n in g.node if n.op_type in KEEP_FP32_OPS for i in n.input[1:]}
+    inits = []
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT and t.name not in fp32_names:
+            t = _cast_tensor(numpy_helper.to_array(t), t.name, low)
+        inits.append(t)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    nodes, counter = [], [0]
+
+    def cast(name, to):
+        counter[0] += 1
+        out = f"{name}__cast{counter[0]}"
+        nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"cast_{counter[0]}"))
+        return out
+
+    rename = {}
+    for i in g.input:
+        if i.type.tensor_type.elem_type == TensorProto.FLOAT:
+            rename[i.name] = cast(i.name, low)
+    for node in g.node:
+        node.input[:] = [rename.get(x, x) for x in node.input]
+        if node.op_type == "Constant" and node.attribute[0].name == "value" and node.attribute[0].t.data_type == TensorProto.FLOAT \
+                and node.output[0] not in fp32_names:
+            node.attribute[0].t.CopyFrom(_cast_tensor(numpy_helper.to_array(node.attribute[0].t), "", low))
+        if node.op_type in KEEP_FP32_OPS:
+            node.input[0] = cast(node.input[0], TensorProto.FLOAT)
+            out = node.output[0]
+            node.output[0] = f"{out}__fp32"
+            nodes.append(node)
+            nodes.append(helper.make_node("Cast", [node.output[0]], [out], to=low, name=f"{out}_to_low"))
+            continue
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT for a in node.attribute):
+            node.attribute[0].i = low
+        nodes.append(node)
+    for o in g.output:
+        if o.type.tensor_type.elem_type == TensorProto.FLOAT:
+            low_name = f"{o.name}__low"
+            for n in nodes:
+                n.output[:] = [low_name if x == o.name else x for x in n.output]
+                n.input[:] = [low_name if x == o.name else x for x in n.input]
+            nodes.append(helper.make_node("Cast", [low_name], [o.name], to=TensorProto.FLOAT, name=f"{o.name}_to_fp32"))
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    meta = read_metadata(m)
+    meta["precision"] = dtype
+    set_metadata(m, meta)
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def _cast_tensor(arr: np.ndarray, name: str, low: int):
+    from onnx import TensorProto, helper, numpy_helper
+    if low == TensorProto.FLOAT16:
+        return numpy_helper.from_array(arr.astype(np.float16), name)
+    bits = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(torch.bfloat16).view(torch.int16)
+            .numpy().astype(np.uint16))  # bf16 stored as raw 16-bit words
+    t = helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape, bits.tobytes(), raw=True)
+    return t
+
+
+def save_onnx(model, path: str | Path) -> Path:
+    _onnx().save(model, str(path))
+    return Path(path)
+
+
+# --- TensorRT parser lint --------------------------------------------------------------------------
+# Ops our generators produce that the TensorRT 10 ONNX parser imports natively (onnx-tensorrt
+# operator matrix), and the inputs it requires to be initializers/constants.
+TRT_OPS = {"Add", "Sub", "Mul", "Div", "Cast", "Concat", "Constant", "Conv", "ConvTranspose", "Identity",
+           "InstanceNormalization", "BatchNormalization", "LeakyRelu", "Relu", "Tanh", "Sigmoid", "Pad",
+           "Reshape", "Resize", "Upsample", "Shape", "Gather", "Slice", "Unsqueeze", "Squeeze", "Expand",
+           "Tile", "Transpose", "MatMul", "Gemm", "Flatten", "ReduceMean", "Sqrt", "Pow", "Exp", "Clip",
+           "AveragePool", "MaxPool", "Softmax", "ConstantOfShape", "Where", "Equal", "Neg", "Split"}
+TRT_CONST_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "InstanceNormalization": (1, 2), "Pad": (1,),
+                    "Slice": (3,), "Squeeze": (1,), "Unsqueeze": (1,)}
+TRT_MAX_OPSET = 20
+PAD_MODES = {"constant", "reflect", "edge"}
+RESIZE_MODES = {"nearest", "linear"}
+RESIZE_COORDS = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
+
+
+def lint_tensorrt(model) -> list[str]:
+    """Problems the TensorRT ONNX parser would reject or handle badly; [] when the graph is clean."""
+    from onnx import helper
+    problems = []
+    g = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset > TRT_MAX_OPSET:
+        problems.append(f"opset {opset} > {TRT_MAX_OPSET}, the newest TensorRT 10's parser is documented for")
+    consts = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    for n in g.node:
+        where = f"{n.op_type} node {n.name or n.output[0]!r}"
+        if n.domain not in ("", "ai.onnx"):
+            problems.append(f"{where}: custom domain {n.domain!r} (needs a TensorRT plugin)")
+            continue
+        if n.op_type not in TRT_OPS:
+            problems.append(f"{where}: op not in the supported set")
+        for i in TRT_CONST_INPUTS.get(n.op_type, ()):
+            if i < len(n.input) and n.input[i] and n.input[i] not in consts:
+                problems.append(f"{where}: input {i} ({n.input[i]}) must be an initializer")
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+        if n.op_type == "Pad" and attrs.get("mode", "constant") not in PAD_MODES:
+            problems.append(f"{where}: pad mode {attrs['mode']!r}")
+        if n.op_type == "Resize":
+            if attrs.get("mode", "nearest") not in RESIZE_MODES:
+                problems.append(f"{where}: resize mode {attrs['mode']!r}")
+            if attrs.get("coordinate_transformation_mode", "half_pixel") not in RESIZE_COORDS:
+                problems.append(f"{where}: coordinate_transformation_mode {attrs['coordinate_transformation_mode']!r}")
+        if n.op_type == "BatchNormalization" and attrs.get("training_mode", 0):
+            problems.append(f"{where}: training_mode=1 (export in eval mode)")
+        if n.op_type == "Dropout":
+            problems.append(f"{where}: Dropout left in an inference graph")
+    for i in g.input:
+        shape = i.type.tensor_type.shape.dim
+        if shape and not shape[0].dim_param:
+            problems.append(f"input {i.name}: batch dimension is static ({shape[0].dim_value})")
+    return problems

@@ -1,0 +1,130 @@
+"""Does an artifact still draw the same pictures? Errors against the eager fp32 model on real photos.
+
+Thresholds per precision, errors measured on the [-1, 1] output scale, PSNR on [0, 255] images:
+- fp32: max |err| <= 1e-4. fp32 rounding (unit 6e-8) through a few dozen layers gives ~1e-6 here
+  (see tests); 1e-4 is still 1/80 of one 8-bit grey level, so a pass means identical PNGs.
+- fp16: PSNR >= 40 dB. fp16's unit roundoff 2^-11 ~ 5e-4 is ~0.06 grey levels per rounding; over
+  ~20 layers that is well under one level rms (> 50 dB). 40 dB (rms 2.5 levels) flags real breakage
+  such as InstanceNorm overflow (which gives NaN/inf or PSNR < 20 dB) while tolerating accumulation.
+- bf16: PSNR >= 32 dB: bf16 keeps 8 mantissa bits (unit 2^-8 = 8x fp16's), so its noise is ~18 dB
+  above fp16's budget; 32 dB is rms ~6 levels, still visually faithful.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gantk.errors import GantkError
+from gantk.export.spec import ExportSpec
+from gantk.io import list_images, load_image, pil_to_tensor
+
+THRESHOLDS = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}, "bf16": {"psnr": 32.0}}
+PSNR_CAP = 150.0
+
+
+def sample_photos(count: int = 2) -> list[Image.Image]:
+    """Real photographs for parity checks: scikit-image's held-out test photos."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise GantkError("parity needs real images: pass --parity_images DIR, or pip install scikit-image") from None
+    return [Image.fromarray(getattr(data, n)()).convert("RGB") for n in ("chelsea", "rocket", "astronaut", "coffee")[:count]]
+
+
+def load_photos(source: str | Path | None, count: int = 2) -> list[Image.Image]:
+    if not source:
+        return sample_photos(count)
+    p = Path(source)
+    files = [p] if p.is_file() else list_images(p)[:count]
+    if not files:
+        raise GantkError(f"--parity_images {source}: no images found")
+    return [load_image(f) for f in files]
+
+
+def _square(img: Image.Image, size: int, channels: int) -> torch.Tensor:
+    s = min(img.size)
+    left, top = (img.width - s) // 2, (img.height - s) // 2
+    img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.BICUBIC)
+    return pil_to_tensor(img.convert("L" if channels == 1 else "RGB"))
+
+
+def parity_batch(spec: ExportSpec, photos: list[Image.Image], size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """The photos as one batch at size x size (plus a seeded z for multimodal generators)."""
+    x = torch.stack([_square(p, size, spec.in_channels) for p in photos])
+    if spec.nz:
+        return x, torch.randn(len(photos), spec.nz, generator=torch.Generator().manual_seed(seed))
+    return (x,)
+
+
+def errors(ref: np.ndarray, out: np.ndarray) -> dict:
+    """max/mean |err| on [-1, 1] and PSNR of the [0, 255] images."""
+    if out.shape != ref.shape:
+        raise GantkError(f"output shape {out.shape} differs from PyTorch's {ref.shape}")
+    d = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    if not np.isfinite(d).all():
+        return {"max_abs": math.inf, "mean_abs": math.inf, "psnr": 0.0}
+    mse = float(np.mean((d * 127.5) ** 2))
+    psnr = PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0 ** 2 / mse))
+    return {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "psnr": psnr}
+
+
+def passes(err: dict, precision: str) -> bool:
+    t = THRESHOLDS[precision]
+    return err["max_abs"] <= t.get("max_abs", math.inf) and err["psnr"] >= t.get("psnr", 0.0)
+
+
+@dataclass
+class ParityReport:
+    artifact: str
+    backend: str
+    precision: str
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r["pass"] for r in self.rows)
+
+    def table(self) -> str:
+        t = THRESHOLDS[self.precision]
+        rule = ", ".join(f"{k} {'<=' if k == 'max_abs' else '>='} {v:g}" for k, v in t.items())
+        lines = [f"parity of {self.artifact} ({self.backend}, {self.precision}; pass: {rule})",
+                 f"  {'input':<16}{'max abs err':>13}{'mean abs err':>14}{'PSNR dB':>9}  result"]
+        for r in self.rows:
+            lines.append(f"  {r['input']:<16}{r['max_abs']:>13.3g}{r['mean_abs']:>14.3g}{r['psnr']:>9.1f}  "
+                         f"{'ok' if r['pass'] else 'FAIL'}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"artifact": self.artifact, "backend": self.backend, "precision": self.precision,
+                "thresholds": THRESHOLDS[self.precision], "passed": self.passed, "rows": self.rows}
+
+
+def reference_output(spec: ExportSpec, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    """Eager fp32 output of the spec's module (TF32 off on GPU)."""
+    dev = next(spec.net.parameters()).device
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            return spec.net.float()(*[t.to(dev) for t in inputs]).float().cpu().numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def check_parity(spec: ExportSpec, runner, photos: list[Image.Image], sizes: list[int],
+                 precision: str = "fp32") -> ParityReport:
+    """Run the artifact and the eager model on the photos at each size (one batch each)."""
+    report = ParityReport(str(runner.path), runner.backend, precision)
+    for size in sizes:
+        if size % spec.multiple:
+            raise GantkError(f"parity size {size}: must be a multiple of {spec.multiple} for this generator")
+        inputs = parity_batch(spec, photos, size)
+        err = errors(reference_output(spec, inputs), runner(*inputs))
+        report.rows.append({"input": f"{len(photos)}x{spec.in_channels}x{size}x{size}", **err,
+                            "pass": passes(err, precision)})
+    return report

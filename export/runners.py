@@ -1,0 +1,90 @@
+"""One interface over every artifact: `runner(x[, z]) -> y` on [-1, 1] NCHW arrays, and PNG in -> PNG out."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gantk.errors import GantkError
+from gantk.io import load_image, pil_to_tensor, save_image
+
+
+def sidecar(path: str | Path) -> Path:
+    """`<artifact>.json`: the metadata written next to artifacts that cannot hold it themselves."""
+    return Path(str(path) + ".json")
+
+
+def read_sidecar(path: str | Path) -> dict:
+    p = sidecar(path)
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+class Runner:
+    """Base class: subclasses implement `run(arrays: dict[name, np.ndarray]) -> np.ndarray`."""
+    backend = "?"
+
+    def __init__(self, path: str | Path, metadata: dict | None = None):
+        self.path = Path(path)
+        self.metadata = metadata or {}
+
+    @property
+    def nz(self) -> int:
+        return int(self.metadata.get("nz", 0))
+
+    @property
+    def multiple(self) -> int:
+        return int(self.metadata.get("size_multiple", 4))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x, z=None) -> np.ndarray:
+        feeds = {"input": _np(x)}
+        if self.nz:
+            if z is None:
+                raise GantkError(f"{self.path}: this model needs a latent z of shape (N, {self.nz})")
+            feeds["z"] = _np(z)
+        return self.run(feeds)
+
+    def translate_file(self, src: str | Path, dst: str | Path, seed: int = 0) -> Path:
+        """Read an image, fit it to the size multiple, run, write the result (PNG in -> PNG out)."""
+        img = load_image(src, "L" if self.metadata.get("gantk_arch", {}).get("input_nc") == 1 else "RGB")
+        m = self.multiple
+        w, h = max(m, img.width // m * m), max(m, img.height // m * m)
+        if (w, h) != img.size:
+            img = img.resize((w, h))
+        x = pil_to_tensor(img)[None]
+        z = torch.randn(1, self.nz, generator=torch.Generator().manual_seed(seed)) if self.nz else None
+        return save_image(torch.from_numpy(self(x, z)), dst)
+
+
+def _np(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu().float().numpy()
+    return np.ascontiguousarray(t, dtype=np.float32)
+
+
+def load_runner(path: str | Path, device: str = "cpu", **kw) -> Runner:
+    """Open any gantk artifact by its suffix: .onnx (ONNX Runtime), .pt2 (AOTInductor), .plan/.engine
+    (TensorRT), or a Triton model repository folder (its model file)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*/1/model.*"))
+        if not files:
+            raise GantkError(f"{path}: not a Triton model repository (no <model>/1/model.* file)")
+        return load_runner(files[0], device, **kw)
+    if not path.exists():
+        raise GantkError(f"{path}: artifact not found")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from gantk.export.ort import OrtRunner
+        return OrtRunner(path, device=device, **kw)
+    if suffix == ".pt2":
+        from gantk.export.aoti import AotiRunner
+        return AotiRunner(path, device=device)
+    if suffix in (".plan", ".engine"):
+        from gantk.export.tensorrt import TrtRunner
+        return TrtRunner(path)
+    raise GantkError(f"{path}: unknown artifact type {suffix!r}: expected .onnx, .pt2, .plan/.engine or a folder")

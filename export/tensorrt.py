@@ -1,0 +1,111 @@
+"""TensorRT 10 engines from our ONNX graphs (optional: `pip install 'gantk[trt]'`, NVIDIA GPU).
+
+fp32 engines are built with TF32 off. fp16/bf16 engines are built from the matching reduced-precision
+ONNX (normalisation kept in fp32 behind Casts) as strongly typed networks, so TensorRT keeps exactly
+those types instead of choosing its own."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+from gantk.errors import GantkError
+from gantk.export.runners import Runner, read_sidecar
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise GantkError(f"TensorRT is not installed ({e}); install the NVIDIA wheels: pip install 'gantk[trt]'") from None
+    return trt
+
+
+def profile_shapes(names: list[str], channels: int, nz: int, batch: tuple[int, int, int],
+                   size: tuple[int, int, int]) -> dict[str, tuple[tuple, tuple, tuple]]:
+    """min/opt/max shapes per input for one optimisation profile."""
+    shapes = {"input": tuple((b, channels, s, s) for b, s in zip(batch, size))}
+    if "z" in names:
+        shapes["z"] = tuple((b, nz) for b in batch)
+    return shapes
+
+
+def trtexec_command(onnx_path: str | Path, plan_path: str | Path, shapes: dict, precision: str,
+                    cache: str | Path | None = None) -> str:
+    """The equivalent trtexec command line (written next to the artifact for users without Python)."""
+    fmt = lambda i: ",".join(f"{k}:{'x'.join(map(str, v[i]))}" for k, v in shapes.items())
+    args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}", f"--minShapes={fmt(0)}",
+            f"--optShapes={fmt(1)}", f"--maxShapes={fmt(2)}"]
+    args += ["--stronglyTyped"] if precision in ("fp16", "bf16") else ["--noTF32"]
+    if cache:
+        args.append(f"--timingCacheFile={cache}")
+    return shlex.join(args)
+
+
+def build_engine(onnx_path: str | Path, plan_path: str | Path, shapes: dict, precision: str = "fp32",
+                 workspace_gb: float = 4.0, timing_cache: str | Path | None = None) -> Path:
+    """Parse the ONNX file, build a serialized engine with one optimisation profile, save it."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if precision in ("fp16", "bf16") else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise GantkError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise GantkError(f"{onnx_path}: TensorRT engine build failed (see the log above)")
+    if cache_path:
+        cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    Path(plan_path).write_bytes(memoryview(plan))
+    return Path(plan_path)
+
+
+class TrtRunner(Runner):
+    """Runs a serialized engine on the current CUDA device with torch tensors as I/O buffers."""
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path):
+        import torch
+        trt = import_tensorrt()
+        super().__init__(path, read_sidecar(path))
+        if not torch.cuda.is_available():
+            raise GantkError(f"{path}: TensorRT engines need a CUDA GPU")
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise GantkError(f"{path}: not a TensorRT engine for this TensorRT version/GPU")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+
+    def run_torch(self, feeds: dict) -> "torch.Tensor":
+        import torch
+        for name, t in feeds.items():
+            t = feeds[name] = t.to("cuda", torch.float32).contiguous()
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        out = torch.empty(tuple(self.context.get_tensor_shape("output")), device="cuda", dtype=torch.float32)
+        self.context.set_tensor_address("output", out.data_ptr())
+        self.stream.wait_stream(torch.cuda.current_stream())
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise GantkError(f"{self.path}: TensorRT execution failed")
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return out
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+        return self.run_torch({k: torch.from_numpy(v) for k, v in feeds.items()}).cpu().numpy()
