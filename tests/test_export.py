@@ -1,0 +1,265 @@
+"""Export: ONNX graphs, fp16, TensorRT lint, ONNX Runtime / AOTInductor / C++ parity, Triton repositories."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from gantk.cli import main
+from gantk.errors import GantkError
+from gantk.export import (ExportSpec, OrtRunner, check_parity, convert_precision, export_onnx, lint_tensorrt,
+                          load_runner, run_export, spec_for_generator)
+from gantk.export.onnx import load_onnx, read_metadata
+from gantk.export.parity import THRESHOLDS, errors, parity_batch, sample_photos
+from gantk.export.tensorrt import profile_shapes, trtexec_command
+from gantk.export.triton_server import check_model_repository, parse_pbtxt
+from gantk.io import load_image, pil_to_tensor
+from gantk.models import define_G
+
+TRT_OPS_SEEN = {"Conv", "ConvTranspose", "InstanceNormalization", "Pad", "Relu", "LeakyRelu", "Tanh", "Add",
+                "Concat", "BatchNormalization"}
+
+
+def generator(netG="resnet_6blocks", norm="instance", ngf=4, seed=0, dropout=False):
+    torch.manual_seed(seed)
+    g = define_G(3, 3, ngf, netG, norm=norm, use_dropout=dropout)
+    if norm == "batch":  # give BatchNorm non-trivial running statistics, as a trained net has
+        g.train()
+        with torch.no_grad():
+            for _ in range(3):
+                g(torch.randn(2, 3, 128, 128))
+    return g.eval()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return sample_photos(2)
+
+
+@pytest.mark.parametrize("netG,norm,bn_mode,sizes", [
+    ("resnet_6blocks", "instance", "eval", [32, 48]),
+    ("unet_128", "batch", "batch", [128, 256]),
+    ("unet_128", "batch", "eval", [128, 256]),
+])
+def test_onnx_parity_clean_graph_and_metadata(tmp_path, photos, netG, norm, bn_mode, sizes):
+    spec = spec_for_generator(generator(netG, norm), "pix2pix" if norm == "batch" else "cyclegan", bn_mode)
+    path = export_onnx(spec, tmp_path / "g.onnx")
+    model = load_onnx(path)
+    ops = {n.op_type for n in model.graph.node}
+    assert ops <= TRT_OPS_SEEN, ops - TRT_OPS_SEEN  # no Shape/Gather/ConstantOfShape index arithmetic left
+    assert lint_tensorrt(model) == []
+    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "", "height", "width"]
+    meta = read_metadata(model)
+    assert meta["gantk_arch"]["netG"] == netG and meta["input_range"] == [-1, 1]
+    assert meta["bn_mode"] == (bn_mode if norm == "batch" else "none")
+    if norm == "batch":
+        assert ("BatchNormalization" in ops) == (bn_mode == "eval")
+    report = check_parity(spec, OrtRunner(path), photos, sizes, "fp32")  # batch 2 at two sizes
+    assert report.passed, report.table()
+    assert all(r["max_abs"] < 1e-4 for r in report.rows)
+
+
+def test_bn_modes_differ_and_batch_mode_is_reference_batch_statistics(photos):
+    """'batch' = the reference test script (train-mode BatchNorm) at its batch size of 1."""
+    g = generator("unet_128", "batch")
+    x = parity_batch(spec_for_generator(generator("unet_128", "batch"), bn_mode="eval"), photos[:1], 128)[0]
+    ref = generator("unet_128", "batch")
+    ref.train()
+    for m in ref.modules():  # dropout off: both modes are deterministic
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    with torch.no_grad():
+        want = ref(x)
+        batch = spec_for_generator(g, bn_mode="batch").net(x)
+        running = spec_for_generator(generator("unet_128", "batch"), bn_mode="eval").net(x)
+    assert torch.allclose(batch, want, atol=1e-5)
+    assert (batch - running).abs().max() > 1e-2
+
+
+def test_fp16_keeps_instance_norm_in_fp32(tmp_path, photos):
+    spec = spec_for_generator(generator(), "cyclegan")
+    fp16 = convert_precision(load_onnx(export_onnx(spec, tmp_path / "g.onnx")), "fp16")
+    onnx.checker.check_model(fp16, full_check=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(fp16.graph.value_info) + list(fp16.graph.input)}
+    inits = {t.name: t.data_type for t in fp16.graph.initializer}
+    for n in fp16.graph.node:
+        if n.op_type == "InstanceNormalization":
+            assert types[n.input[0]] == TensorProto.FLOAT and inits[n.input[1]] == TensorProto.FLOAT
+        if n.op_type == "Conv":
+            assert inits[n.input[1]] == TensorProto.FLOAT16
+    assert fp16.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # fp32 I/O
+    assert read_metadata(fp16)["precision"] == "fp16"
+    path = tmp_path / "g16.onnx"
+    onnx.save(fp16, path)
+    report = check_parity(spec, OrtRunner(path), photos, [32, 64], "fp16")
+    assert report.passed, report.table()
+    assert all(r["max_abs"] > 0 for r in report.rows)  # really computed in half precision
+
+
+def _graph(nodes, inits=(), opset=17, inputs=None):
+    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "h", "w"])]
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_lint_flags_what_tensorrt_rejects():
+    w = numpy_helper.from_array(np.ones((3, 3, 3, 3), np.float32), "w")
+    assert lint_tensorrt(_graph([helper.make_node("Conv", ["x", "w"], ["y"])], [w])) == []
+    cases = {
+        "custom domain": _graph([helper.make_node("InstanceNormAct", ["x"], ["y"], domain="gantk")]),
+        "must be an initializer": _graph([helper.make_node("Conv", ["x", "x"], ["y"])]),
+        "pad mode 'wrap'": _graph([helper.make_node("Pad", ["x", "p"], ["y"], mode="wrap")],
+                                  [numpy_helper.from_array(np.zeros(8, np.int64), "p")]),
+        "training_mode=1": _graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                                                    training_mode=1)]),
+        "not in the supported set": _graph([helper.make_node("NonZero", ["x"], ["y"])]),
+        "opset 21": _graph([helper.make_node("Relu", ["x"], ["y"])], opset=21),
+        "batch dimension is static": _graph([helper.make_node("Relu", ["x"], ["y"])], inputs=[
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]),
+    }
+    for needle, model in cases.items():
+        problems = lint_tensorrt(model)
+        assert any(needle in p for p in problems), (needle, problems)
+
+
+def test_trtexec_and_profiles_are_consistent():
+    shapes = profile_shapes(["input", "z"], 3, 8, (1, 4, 8), (64, 256, 512))
+    assert shapes == {"input": ((1, 3, 64, 64), (4, 3, 256, 256), (8, 3, 512, 512)), "z": ((1, 8), (4, 8), (8, 8))}
+    cmd = trtexec_command("m.fp16.onnx", "m.plan", shapes, "fp16")
+    assert "--minShapes=input:1x3x64x64,z:1x8" in cmd and "--maxShapes=input:8x3x512x512,z:8x8" in cmd
+    assert "--stronglyTyped" in cmd and "--noTF32" in trtexec_command("m.onnx", "m.plan", shapes, "fp32")
+
+
+def test_tensorrt_engine_parity(tmp_path, photos):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (optional extra gantk[trt], NVIDIA GPU)")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT engines need a CUDA GPU")
+    spec = spec_for_generator(generator(), "cyclegan")
+    manifest = run_export(spec, tmp_path, ["trt", "trt-fp16"], photos, [64, 128], opt_size=128, max_size=256,
+                          device="cuda", log=lambda s: None)
+    assert manifest["passed"] and trt
+
+
+def test_export_pipeline_manifest_triton_and_runner_interface(tmp_path, photos):
+    spec = spec_for_generator(generator(), "cyclegan")
+    manifest = run_export(spec, tmp_path, ["onnx", "onnx-fp16", "triton-repo"], photos, [32, 64],
+                          name="h2z", log=lambda s: None)
+    assert manifest["passed"] and len(manifest["parity"]) == 2
+    assert json.loads((tmp_path / "manifest.json").read_text())["artifacts"]["onnx"].endswith("h2z.onnx")
+    assert "--noTF32" in (tmp_path / "h2z.trtexec.sh").read_text()
+    repo = tmp_path / "triton"
+    assert check_model_repository(repo) == []
+    cfg = parse_pbtxt((repo / "h2z" / "config.pbtxt").read_text())
+    assert cfg["platform"] == "onnxruntime_onnx" and cfg["max_batch_size"] == 8
+    assert cfg["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}
+    assert cfg["output"][0]["dims"] == [3, -1, -1] and cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 100
+    assert cfg["instance_group"][0]["kind"] == "KIND_CPU"
+    (repo / "h2z" / "1" / "model.onnx").unlink()
+    assert any("missing" in p for p in check_model_repository(repo))
+    # PNG in -> PNG out through the common runner interface equals the eager model
+    runner = load_runner(tmp_path / "h2z.onnx")
+    src = tmp_path / "in.png"
+    photos[0].resize((50, 37)).save(src)
+    out = load_image(runner.translate_file(src, tmp_path / "out.png"))
+    assert out.size == (48, 36)
+    with torch.no_grad():
+        want = spec.net(pil_to_tensor(load_image(src).resize((48, 36)))[None])
+    got = pil_to_tensor(out)[None]
+    assert (got - want).abs().max() <= 1 / 127.5 + 1e-6  # at most one 8-bit level apart
+
+
+def test_parity_failure_marks_artifact_and_fails(tmp_path, photos, monkeypatch):
+    monkeypatch.setitem(THRESHOLDS, "fp32", {"max_abs": 0.0})  # nothing survives a zero tolerance
+    spec = spec_for_generator(generator(), "cyclegan")
+    with pytest.raises(GantkError, match="parity FAILED for g.onnx"):
+        run_export(spec, tmp_path, ["onnx"], photos, [32, 64], name="g", log=lambda s: None)
+    assert not (tmp_path / "g.onnx").exists() and (tmp_path / "g.onnx.parity-failed").exists()
+    assert json.loads((tmp_path / "manifest.json").read_text())["passed"] is False
+
+
+def test_errors_are_hand_computable():
+    ref = np.zeros((1, 3, 2, 2), np.float32)
+    out = ref.copy()
+    out[0, 0, 0, 0] = 0.2  # 0.2 on [-1, 1] is 25.5 grey levels
+    e = errors(ref, out)
+    assert e["max_abs"] == pytest.approx(0.2) and e["mean_abs"] == pytest.approx(0.2 / 12)
+    assert e["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / (25.5 ** 2 / 12)), rel=1e-4)
+
+
+def test_corrupt_artifacts_give_one_line_errors(tmp_path, capsys):
+    spec = spec_for_generator(generator(), "cyclegan")
+    good = export_onnx(spec, tmp_path / "g.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(good[: len(good) // 2])
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip file")
+    (tmp_path / "x.bin").write_bytes(b"")
+    for name, needle in (("cut.onnx", "not a readable ONNX model"), ("junk.pt2", "not a loadable AOTInductor"),
+                         ("x.bin", "unknown artifact type"), ("missing.onnx", "not found")):
+        with pytest.raises(GantkError, match=needle):
+            load_runner(tmp_path / name)
+    torch.save({"nonsense": torch.zeros(1)}, tmp_path / "bad.pth")
+    assert main(["export", "--weights", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gantk: error:") and "\n" not in err
+
+
+def test_cli_exports_an_official_style_checkpoint(tmp_path, capsys):
+    g = generator("resnet_6blocks", ngf=8)
+    torch.save({f"module.{k}": v for k, v in g.state_dict().items()}, tmp_path / "latest_net_G.pth")
+    rc = main(["export", "--weights", str(tmp_path / "latest_net_G.pth"), "--format", "onnx",
+               "--out", str(tmp_path / "exp"), "--parity_sizes", "32,48"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "2x3x48x48" in out and "FAIL" not in out
+    manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    assert manifest["metadata"]["gantk_arch"]["netG"] == "resnet_6blocks" and manifest["metadata"]["gantk_arch"]["ngf"] == 8
+
+
+@pytest.fixture(scope="module")
+def aoti_package(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("aoti")
+    spec = spec_for_generator(generator("resnet_6blocks", ngf=4), "cyclegan")
+    manifest = run_export(spec, folder, ["aoti"], sample_photos(2), [32, 64], max_batch=4, max_size=128,
+                          log=lambda s: None)
+    return spec, Path(manifest["artifacts"]["aoti"])
+
+
+def test_aoti_package_parity(aoti_package, photos):
+    spec, path = aoti_package
+    runner = load_runner(path)
+    assert runner.backend == "aotinductor" and runner.metadata["max_batch"] == 4
+    report = check_parity(spec, runner, photos, [48, 96], "fp32")  # sizes other than the export's
+    assert report.passed, report.table()
+
+
+def test_cpp_app_runs_the_aoti_package(aoti_package, tmp_path, photos):
+    if not (shutil.which("cmake") and shutil.which("c++")):
+        pytest.skip("cmake and a C++ compiler are needed to build export/cpp")
+    spec, package = aoti_package
+    build = tmp_path / "build"
+    src = Path(__file__).resolve().parents[1] / "export" / "cpp"
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *gen, f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
+                   check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True)
+    exe = build / "gantk_infer"
+    img = tmp_path / "in.png"
+    photos[1].resize((66, 41)).save(img)
+    run = subprocess.run([str(exe), "--model", str(package), "--input", str(img), "--output", str(tmp_path / "o.png")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    got = pil_to_tensor(load_image(tmp_path / "o.png"))
+    x = pil_to_tensor(load_image(img))[:, :40, :64]  # the app crops to a multiple of 4 from the top-left
+    with torch.no_grad():
+        want = spec.net(x[None])[0]
+    want8 = ((want.clamp(-1, 1) + 1) * 127.5).round()
+    assert ((got + 1) * 127.5).round().sub(want8).abs().max() <= 1  # same 8-bit picture up to rounding
+    bad = subprocess.run([str(exe), "--model", str(tmp_path / "none.pt2"), "--input", str(img), "--output", "x.png"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("gantk_infer: error:") and bad.stderr.count("\n") == 1
