@@ -89,6 +89,39 @@ def translate(**o):
     click.echo(f"wrote {out}")
 
 
+@cli.command()
+@click.option("--content", required=True, type=click.Path(dir_okay=False), help="the content image")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the output image (.png, .jpg)")
+@click.option("--style", type=click.Path(dir_okay=False), help="style image: optimise the output (Gatys et al.)")
+@click.option("--model", type=click.Path(dir_okay=False),
+              help="a trained fast_style network (latest_state.pt, *_net_G.pth, or a pytorch/examples .pth): one pass")
+@click.option("--vgg-weights", help="torchvision's vgg19-dcbb9e9d.pth (default: $GANTK_VGG19)")
+@click.option("--size", type=int, default=None,
+              help="longer side of the output at most this many px [default: 400 with --style, as is with --model]")
+@click.option("--style-size", type=int, default=None, help="longer side of the style image at most [default: --size]")
+@click.option("--steps", type=int, default=2000, show_default=True, help="optimisation steps (L-BFGS: loss evaluations)")
+@click.option("--content-weight", type=float, default=1.0, show_default=True)
+@click.option("--style-weight", type=float, default=1e6, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "lbfgs"]), default="adam", show_default=True)
+@click.option("--lr", type=float, default=None, help="learning rate [default: 0.003 Adam, 1 L-BFGS]")
+@click.option("--beta1", type=float, default=0.9, show_default=True, help="Adam beta1")
+@click.option("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1", show_default=True,
+              help="VGG19 layers of the style loss (reluN_M: after the ReLU, as Gatys; convN_M: before it, as the PyTorch tutorial)")
+@click.option("--content-layer", default="relu4_2", show_default=True, help="VGG19 layer of the content loss")
+@click.option("--init", type=click.Choice(["content", "noise"]), default="content", show_default=True,
+              help="start from the content image or from uniform noise")
+@click.option("--save-every", type=int, default=0, show_default=True,
+              help="also write the image every this many steps (O_step00400.png; 0: never)")
+@click.option("--amp", is_flag=True, help="bf16 autocast for the network passes (Gram matrices and losses in fp32)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the noise start")
+def stylize(style_layers, **o):
+    """Style transfer: optimise an image against --style (Gatys), or run a trained --model (Johnson)."""
+    from gantk.stylize import run_stylize
+    layers = [n.strip() for n in style_layers.split(",") if n.strip()]
+    click.echo(f"wrote {run_stylize(style_layers=layers, **o)}")
+
+
 @cli.group()
 def data():
     """Data set helpers."""

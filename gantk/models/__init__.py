@@ -9,7 +9,10 @@ from gantk.checkpoints import describe_generator, generator_state, load_state_di
 from gantk.errors import GantkError
 from gantk.models.networks import NETD_NAMES, NETG_NAMES, define_D, define_G, size_multiple
 
-MODELS = {"cyclegan": "gantk.models.cyclegan:CycleGANModel"}
+MODELS = {
+    "cyclegan": "gantk.models.cyclegan:CycleGANModel",
+    "fast_style": "gantk.models.style:FastStyleModel",
+}
 
 
 def get_model_class(name: str):
