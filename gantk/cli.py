@@ -133,10 +133,15 @@ def data():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="rebuild even if the sets exist")
 def data_sample(out, size, seed, overwrite):
-    """Build the offline sample data sets from photographs shipped with scikit-image."""
-    from gantk.data.sample import build_sample_data
+    """Build the offline sample data sets from photographs shipped with scikit-image, and MNIST-style
+    IDX files from scikit-learn's handwritten digits."""
+    from gantk.data.sample import build_digits, build_sample_data
     for kind, path in build_sample_data(out, seed=seed, size=size, overwrite=overwrite).items():
         click.echo(f"{kind}: {path}")
+    try:
+        click.echo(f"digits: {build_digits(out, overwrite=overwrite)}")
+    except RuntimeError as e:  # scikit-learn missing: the photo sets are still usable
+        click.echo(f"digits: skipped ({e})")
 
 
 def _sizes(text: str) -> list[int]:

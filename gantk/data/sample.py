@@ -11,10 +11,15 @@ scikit-image wheel, so building them never touches the network:
 
 Train images come from :data:`TRAIN_SOURCES` only; val and test images come
 from the held-out :data:`TEST_SOURCES`.
+
+:func:`build_digits` adds ``digits/``: scikit-learn's 1797 real 8x8 handwritten
+digits scaled to 28x28 and written as MNIST IDX files, for the MNIST GAN.
 """
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,8 @@ __all__ = [
     "UNALIGNED_COUNTS",
     "ALIGNED_COUNTS",
     "build_sample_data",
+    "build_digits",
+    "DIGITS_TRAIN",
     "vintage",
 ]
 
@@ -37,6 +44,9 @@ TEST_SOURCES = ("chelsea.png", "rocket.jpg")
 #: Images per split.
 UNALIGNED_COUNTS = {"trainA": 40, "trainB": 40, "testA": 8, "testB": 8}
 ALIGNED_COUNTS = {"train": 40, "val": 4, "test": 8}
+
+#: Digits in the ``train`` IDX files; the rest of the 1797 go to ``t10k``.
+DIGITS_TRAIN = 1500
 
 _SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
 
@@ -90,6 +100,47 @@ def build_sample_data(out_dir, seed: int = 0, size: int = 128, overwrite: bool =
         # Each set has its own random stream, so rebuilding one never changes the other.
         paths[key] = _write_set(out_dir / name, counts, make, readme, np.random.default_rng([seed, k]), overwrite)
     return paths
+
+
+def build_digits(out_dir, overwrite: bool = False) -> Path:
+    """Write scikit-learn's digits as MNIST IDX files under ``out_dir/digits``; return that folder.
+
+    Each 8x8 digit (0..16) is scaled to 20x20 (bicubic) and centred in 28x28 on black, as MNIST
+    boxes its digits; the first :data:`DIGITS_TRAIN` go to ``train-*``, the rest to ``t10k-*``
+    (``*-images-idx3-ubyte.gz`` and ``*-labels-idx1-ubyte.gz``). Deterministic.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise RuntimeError("building the digits set needs scikit-learn: pip install scikit-learn") from e
+    root = Path(out_dir) / "digits"
+    files = [f"{p}-{k}.gz" for p in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    readme = root / "README.txt"
+    if not overwrite and readme.is_file() and readme.read_text() == _DIGITS_README and all((root / f).is_file() for f in files):
+        return root
+    digits = load_digits()
+    images = np.stack([_mnist_box(d) for d in digits.images])
+    labels = digits.target.astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    readme.unlink(missing_ok=True)
+    for prefix, part in (("train", slice(0, DIGITS_TRAIN)), ("t10k", slice(DIGITS_TRAIN, None))):
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images[part])
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels[part])
+    readme.write_text(_DIGITS_README)
+    return root
+
+
+def _mnist_box(digit: np.ndarray) -> np.ndarray:
+    """An 8x8 digit with values 0..16 -> 28x28 uint8: scaled to 20x20 and centred, white on black."""
+    small = Image.fromarray(np.round(digit * (255 / 16)).astype(np.uint8))
+    box = np.asarray(small.resize((20, 20), Image.Resampling.BICUBIC))
+    return np.pad(box, 4)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An unsigned-byte IDX file (magic 0x08, ndim, big-endian dims, data), gzipped without a timestamp."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + np.ascontiguousarray(array, np.uint8).tobytes(), mtime=0))
 
 
 def vintage(img: np.ndarray) -> np.ndarray:
@@ -164,3 +215,12 @@ edges2photos: aligned sample set for pix2pix (train/ val/ test/).
 Each PNG is A|B side by side ({size} high, 2x{size} wide): A is a Canny edge map
 of the crop (dark lines on white), B is the colour crop itself.
 """ + _COMMON_README
+
+_DIGITS_README = f"""\
+digits: a small MNIST-style set for the MNIST GAN (train-* and t10k-* IDX files, gzipped).
+Source: scikit-learn's load_digits(), 1797 real 8x8 handwritten digits (a copy of the test
+set of the UCI ML "Optical Recognition of Handwritten Digits" data set, Alpaydin & Kaynak
+1998, CC BY 4.0). Each digit (0..16) is scaled to 20x20 (bicubic) and centred in a 28x28
+black image, as MNIST does. train: the first {DIGITS_TRAIN} digits; t10k: the other {1797 - DIGITS_TRAIN}.
+Built by gantk.data.sample.build_digits.
+"""

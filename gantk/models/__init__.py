@@ -12,6 +12,7 @@ from gantk.models.networks import NETD_NAMES, NETG_NAMES, define_D, define_G, si
 MODELS = {
     "cyclegan": "gantk.models.cyclegan:CycleGANModel",
     "fast_style": "gantk.models.style:FastStyleModel",
+    "mnist_gan": "gantk.models.mnist_gan:MnistGANModel",
 }
 
 
