@@ -30,6 +30,7 @@ def export_onnx(spec: ExportSpec, path: str | Path, opset: int = DEFAULT_OPSET, 
     onnx = _onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    spec.net.to("cpu").float().eval()
     example = spec.example_inputs(batch=1, size=size or spec.default_size())
     dims = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     if spec.nz:

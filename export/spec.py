@@ -91,8 +91,15 @@ def spec_for_generator(net: nn.Module, family: str = "cyclegan", bn_mode: str = 
 
 def load_spec(name=None, checkpoints_dir="./checkpoints", epoch="latest", direction="AtoB", which=None,
               weights=None, bn_mode="batch", **arch) -> tuple[ExportSpec, str]:
-    """(spec, label) for a trained experiment (--name) or a generator file (--weights)."""
+    """(spec, label) for a trained experiment (--name), a generator file (--weights), or, with only
+    --netG, a randomly initialised architecture (for pure speed measurements)."""
     from gantk.translate import resolve_generator
+    if not name and not weights and arch.get("netG"):
+        from gantk.models import define_G
+        a = {k: v for k, v in arch.items() if v is not None}
+        net = define_G(a.get("input_nc", 3), a.get("output_nc", 3), a.get("ngf", 64), a["netG"],
+                       norm=a.get("norm", "instance"), use_dropout=not a.get("no_dropout", True))
+        return spec_for_generator(net, "random", bn_mode), f"{a['netG']}_random"
     net, path, saved = resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, **arch)
     family = saved.get("model", "pix2pix" if has_batchnorm(net) else "cyclegan")
     return spec_for_generator(net, family, bn_mode), name or Path(path).stem
