@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install, build the offline sample data, train a small CycleGAN on CPU, translate the test images.
+# Install, build the offline sample data, train a small CycleGAN on CPU, translate the test images,
+# export it (ONNX, fp16 ONNX, AOTInductor, Triton repository) with parity checks, and bench it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -11,8 +12,17 @@ $G train --model cyclegan --dataroot datasets/photo2vintage --name "$NAME" \
     --n_epochs ${EPOCHS:-4} --n_epochs_decay ${EPOCHS_DECAY:-4} --save_epoch_freq 4 \
     --print_freq 40 --display_freq 80 --num_threads 1 "$@"
 $G translate --name "$NAME" --dataroot datasets/photo2vintage --output "results/$NAME"
+# Deployable artifacts, each checked against PyTorch on real photos (fails on a parity miss).
+$G export --name "$NAME" --format onnx,onnx-fp16,aoti,triton-repo --out "exports/$NAME" \
+    --max_batch 4 --max_size 512 --parity_sizes 128,256
+# Short speed + parity bench of the trained generator on this machine. AMP is left out here: bf16
+# autocast runs ~100x slower than fp32 on CPUs without AVX512-BF16/AMX (see benchmarks/results).
+$G bench --name "$NAME" --device cpu --sizes 128 --batches 1,4 --warmup 1 --repeats 5 \
+    --backends eager,channels_last,compile,aoti,ort-cpu,kernels,trt-fp32 --out "bench/$NAME"
 echo
 echo "Done. Look at:"
 echo "  checkpoints/$NAME/web/index.html   sample grids during training"
 echo "  checkpoints/$NAME/loss_log.txt     losses"
 echo "  results/$NAME/index.html           test images, real | fake"
+echo "  exports/$NAME/                     ONNX (fp32, fp16), AOTInductor .pt2, Triton repository, manifest.json"
+echo "  bench/$NAME.md (.json, .png)       latency and parity per backend"
