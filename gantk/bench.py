@@ -176,8 +176,9 @@ def flops_per_image(net, inputs) -> float:
 
 
 def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], photos, device: str = "cpu",
-              warmup: int = 2, repeats: int = 10, threads: int = 0, log=print) -> dict:
-    """Measure every backend at every (batch, size); returns the results document."""
+              warmup: int = 2, repeats: int = 10, threads: int = 0, budget_s: float = 0.0, log=print) -> dict:
+    """Measure every backend at every (batch, size); returns the results document. With `budget_s`, a
+    backend whose first call is slow gets fewer warm-up/timed runs (at least one each; `runs` says how many)."""
     from gantk.export.parity import errors, parity_batch, passes
     from gantk.export.pipeline import environment
     dev = torch.device(device)
@@ -221,7 +222,9 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)
                     first_s = time.perf_counter() - t
-                    ts = np.array(timings(lambda: prep.run(*xs), dev, warmup, repeats)) * 1000
+                    fit = max(1, int(budget_s / max(first_s, 1e-9))) if budget_s else repeats
+                    n_warm, n_runs = min(warmup, fit), max(1, min(repeats, fit))
+                    ts = np.array(timings(lambda: prep.run(*xs), dev, n_warm, n_runs)) * 1000
                 except Exception as e:  # a backend that breaks is a result too
                     msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                     log(f"{name:<22} b{b} {s}px error: {msg}")
@@ -231,7 +234,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                 err = errors(refs[b, s].cpu().numpy(), out.float().cpu().numpy())
                 if name == "eager":
                     eager_ms[b, s] = med
-                row.update(median_ms=med, p10_ms=float(np.percentile(ts, 10)), p90_ms=float(np.percentile(ts, 90)),
+                row.update(runs=n_runs, median_ms=med, p10_ms=float(np.percentile(ts, 10)), p90_ms=float(np.percentile(ts, 90)),
                            images_per_s=b / med * 1000, first_call_s=first_s,
                            build_s=prep.build_s if first else 0.0,
                            peak_mem_mb=(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
@@ -245,7 +248,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                     f"x{row['speedup'] or 0:5.2f}  PSNR {err['psnr']:6.1f}  {row['parity']}")
     return {"environment": env, "model": spec.metadata(),
             "config": {"backends": backends, "batches": batches, "sizes": sizes, "warmup": warmup,
-                       "repeats": repeats}, "results": rows}
+                       "repeats": repeats, "budget_s": budget_s}, "results": rows}
 
 
 def _cpu_name() -> str:
@@ -265,18 +268,19 @@ def markdown(doc: dict) -> str:
     lines = [f"# gantk bench: {arch.get('netG', doc['model'].get('gantk_family'))} (ngf {arch.get('ngf', '?')})",
              "", f"- date: {env['date']}", f"- device: {env['device']}; GPU: {env['gpu'] or 'none'}; CPU: {env['cpu']}",
              f"- threads: {env['threads']}; python {env['python']}; {v}",
-             f"- warm-up {cfg['warmup']}, timed runs {cfg['repeats']} (median, p10-p90); speed-up vs eager fp32 at "
+             f"- warm-up {cfg['warmup']}, timed runs {cfg['repeats']} (fewer where a call exceeds the "
+             f"{cfg.get('budget_s') or '-'} s budget: see runs; median, p10-p90); speed-up vs eager fp32 at "
              "the same batch/size; parity vs eager fp32 on real photos (fp32: max err <= 1e-4; fp16: PSNR >= 40 dB; "
              "bf16: PSNR >= 32 dB)", "",
-             "| backend | batch | size | median ms | p10-p90 ms | img/s | speed-up | first call s | build s | "
+             "| backend | batch | size | runs | median ms | p10-p90 ms | img/s | speed-up | first call s | build s | "
              "peak MB | TFLOP/s | max err | PSNR dB | parity |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | | | {r['status']}: {r['reason']} | | | | | | | | | | |")
+            lines.append(f"| {r['backend']} | | | | {r['status']}: {r['reason']} | | | | | | | | | | |")
             continue
         sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
-        lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['median_ms']:.2f} | "
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['runs']} | {r['median_ms']:.2f} | "
                      f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f} | {r['images_per_s']:.2f} | {sp} | {r['first_call_s']:.2f} | "
                      f"{r['build_s']:.1f} | {r['peak_mem_mb']:.0f} | {r['tflops']:.3f} | {r['max_abs']:.2g} | "
                      f"{r['psnr']:.1f} | {r['parity']} |")

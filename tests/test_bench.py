@@ -66,7 +66,7 @@ def test_cli_bench_writes_json_markdown_plot(tmp_path, capsys):
     doc = json.loads(out.with_suffix(".json").read_text())
     assert doc["model"]["gantk_arch"]["netG"] == "resnet_6blocks"
     md = out.with_suffix(".md").read_text()
-    assert "| ort-cpu | 1 | 32 |" in md and "trt-fp32 | | | unavailable" in md
+    assert "| ort-cpu | 1 | 32 | 2 |" in md and "trt-fp32 | | | | unavailable" in md
     assert out.with_suffix(".png").stat().st_size > 1000
     assert main(["bench", "--netG", "resnet_6blocks", "--backends", "warp-drive"]) == 2
     assert "warp-drive" in capsys.readouterr().err
