@@ -1,12 +1,14 @@
 """What an export needs to know about a generator: the module, its inputs, size rules, metadata."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from gantk.errors import GantkError
 from gantk.models.networks import size_multiple
 
 BN_MODES = ("eval", "batch")
@@ -78,28 +80,51 @@ def has_batchnorm(net: nn.Module) -> bool:
 
 
 def spec_for_generator(net: nn.Module, family: str = "cyclegan", bn_mode: str = "eval") -> ExportSpec:
-    """An ExportSpec for a define_G generator (its `arch` attribute says what it is)."""
+    """An ExportSpec for any gantk generator: define_G and BicycleGAN G (their `arch` attribute says
+    what they are; BicycleGAN's adds the latent input z) or the fast-style TransformerNet."""
+    from gantk.models.style import TransformerNet
     arch = dict(getattr(net, "arch", {}))
+    if isinstance(net, TransformerNet):
+        family, arch = "fast_style", {"model": "TransformerNet", "input_nc": 3, "output_nc": 3}
+    family = arch.pop("family", family)
     bn = bn_mode if has_batchnorm(net) else "none"
     if bn != "none":
         apply_bn_mode(net, bn)
     net.eval()
     multiple = size_multiple(arch["netG"]) if "netG" in arch else 4
     return ExportSpec(net=net, family=family, arch=arch, in_channels=arch.get("input_nc", 3),
-                      out_channels=arch.get("output_nc", 3), multiple=multiple, bn_mode=bn)
+                      out_channels=arch.get("output_nc", 3), multiple=multiple, nz=arch.get("nz", 0), bn_mode=bn)
+
+
+FAMILIES = ("auto", "cyclegan", "pix2pix", "bicyclegan", "fast_style")
 
 
 def load_spec(name=None, checkpoints_dir="./checkpoints", epoch="latest", direction="AtoB", which=None,
-              weights=None, bn_mode="batch", **arch) -> tuple[ExportSpec, str]:
+              weights=None, bn_mode="batch", model="auto", **arch) -> tuple[ExportSpec, str]:
     """(spec, label) for a trained experiment (--name), a generator file (--weights), or, with only
     --netG, a randomly initialised architecture (for pure speed measurements)."""
     from gantk.translate import resolve_generator
-    if not name and not weights and arch.get("netG"):
+    given = {k: v for k, v in arch.items() if v is not None}
+    if not name and not weights:
+        if not given.get("netG"):
+            raise GantkError("give --name (a trained experiment), --weights (a generator file) or --netG (random weights)")
         from gantk.models import define_G
-        a = {k: v for k, v in arch.items() if v is not None}
-        net = define_G(a.get("input_nc", 3), a.get("output_nc", 3), a.get("ngf", 64), a["netG"],
-                       norm=a.get("norm", "instance"), use_dropout=not a.get("no_dropout", True))
-        return spec_for_generator(net, "random", bn_mode), f"{a['netG']}_random"
+        net = define_G(given.get("input_nc", 3), given.get("output_nc", 3), given.get("ngf", 64), given["netG"],
+                       norm=given.get("norm", "instance"), use_dropout=not given.get("no_dropout", True))
+        return spec_for_generator(net, "random", bn_mode), f"{given['netG']}_random"
+    if model == "auto" and name:
+        opt_file = Path(checkpoints_dir) / name / "train_opt.json"
+        model = json.loads(opt_file.read_text()).get("model", "auto") if opt_file.is_file() else "auto"
+    label = name or Path(weights).stem
+    if model in ("bicyclegan", "fast_style"):
+        path = Path(weights) if weights else Path(checkpoints_dir) / name / f"{epoch}_net_G.pth"
+        if model == "fast_style":
+            from gantk.models.style import load_transformer
+            return spec_for_generator(load_transformer(path), model), label
+        from gantk.models.bicyclegan import load_G
+        keys = ("netG", "ngf", "norm", "input_nc", "output_nc")
+        net = load_G(path, **{k: given[k] for k in keys if k in given})
+        return spec_for_generator(net, model, bn_mode), label
     net, path, saved = resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, **arch)
-    family = saved.get("model", "pix2pix" if has_batchnorm(net) else "cyclegan")
-    return spec_for_generator(net, family, bn_mode), name or Path(path).stem
+    family = model if model != "auto" else saved.get("model", "pix2pix" if has_batchnorm(net) else "cyclegan")
+    return spec_for_generator(net, family, bn_mode), label

@@ -263,3 +263,18 @@ def test_cpp_app_runs_the_aoti_package(aoti_package, tmp_path, photos):
     bad = subprocess.run([str(exe), "--model", str(tmp_path / "none.pt2"), "--input", str(img), "--output", "x.png"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("gantk_infer: error:") and bad.stderr.count("\n") == 1
+
+
+def test_fast_style_network_exports_like_the_gan_generators(tmp_path, photos):
+    from gantk.models.style import TransformerNet
+    torch.manual_seed(0)
+    net = TransformerNet()
+    with torch.no_grad():  # a less trivial output range than the random init's
+        net.deconv3.conv2d.weight.mul_(50)
+    spec = spec_for_generator(net)
+    assert spec.family == "fast_style" and spec.nz == 0
+    manifest = run_export(spec, tmp_path, ["onnx", "onnx-fp16"], photos, [32, 44], log=lambda s: None)
+    assert manifest["passed"]
+    assert lint_tensorrt(load_onnx(tmp_path / "model.onnx")) == []
+    odd = load_runner(tmp_path / "model.onnx")(torch.rand(1, 3, 33, 47) * 2 - 1)
+    assert odd.shape == (1, 3, 33, 47)  # dynamic H/W, odd sizes included
