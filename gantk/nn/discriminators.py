@@ -9,9 +9,9 @@ from gantk.nn.layers import uses_bias
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: n_layers stride-2 4x4 convs, one stride-1 conv, a 1-channel logit map (70x70 RF at n=3)."""
 
-    def __init__(self, input_nc, ndf=64, n_layers=3, norm_layer=nn.BatchNorm2d):
+    def __init__(self, input_nc, ndf=64, n_layers=3, norm_layer=nn.BatchNorm2d, bias: bool | None = None):
         super().__init__()
-        bias = uses_bias(norm_layer)
+        bias = uses_bias(norm_layer) if bias is None else bias  # BicycleGAN's PatchGANs always use biases
         seq = [nn.Conv2d(input_nc, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers + 1):

@@ -21,7 +21,9 @@ class GANLoss(nn.Module):
         self.register_buffer("fake_label", torch.tensor(fake_label))
         self.loss = {"lsgan": nn.MSELoss(), "vanilla": nn.BCEWithLogitsLoss()}.get(gan_mode)
 
-    def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+    def forward(self, prediction: torch.Tensor | list, target_is_real: bool) -> torch.Tensor:
+        if isinstance(prediction, (list, tuple)):  # multi-scale discriminators: sum over the scales
+            return sum(self(p, target_is_real) for p in prediction)
         prediction = prediction.float()  # losses in fp32 under autocast
         if self.gan_mode == "wgangp":
             return -prediction.mean() if target_is_real else prediction.mean()
