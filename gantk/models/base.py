@@ -3,6 +3,7 @@ every family shares: device, AMP, channels_last, torch.compile, DDP, LR schedule
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import torch
@@ -14,6 +15,8 @@ from gantk.config import TrainConfig
 from gantk.data import make_dataset
 from gantk.errors import GantkError
 from gantk.models.networks import UNET_DOWNS, size_multiple
+
+log = logging.getLogger("gantk.train")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -40,6 +43,15 @@ def make_scheduler(optimizer, cfg: TrainConfig):
     return lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.n_epochs, eta_min=0)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 class Precision:
     """Autocast + GradScaler in one place: bf16 on CPU, fp16 with loss scaling (or bf16) on CUDA."""
 
@@ -51,6 +63,9 @@ class Precision:
             dtype = "fp16" if device.type == "cuda" else "bf16"
         self.dtype = torch.float16 if dtype == "fp16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and self.dtype == torch.float16)
+        if self.enabled and device.type == "cpu" and self.dtype == torch.bfloat16 and not cpu_has_bf16():
+            log.warning("--amp on a CPU without AVX512-BF16/AMX: bf16 convolutions run far slower than fp32 "
+                        "here (see benchmarks/results/train_step_cpu.md); leave --amp off on this machine")
 
     def autocast(self):
         if not self.enabled:
