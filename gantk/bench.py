@@ -178,7 +178,8 @@ def flops_per_image(net, inputs) -> float:
 def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], photos, device: str = "cpu",
               warmup: int = 2, repeats: int = 10, threads: int = 0, budget_s: float = 0.0, log=print) -> dict:
     """Measure every backend at every (batch, size); returns the results document. With `budget_s`, a
-    backend whose first call is slow gets fewer warm-up/timed runs (at least one each; `runs` says how many)."""
+    backend whose first call is slow gets fewer warm-up and timed runs (at least one timed run; the first
+    call then counts as the warm-up; `runs` says how many were timed)."""
     from gantk.export.parity import errors, parity_batch, passes
     from gantk.export.pipeline import environment
     dev = torch.device(device)
@@ -222,7 +223,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)
                     first_s = time.perf_counter() - t
-                    fit = max(1, int(budget_s / max(first_s, 1e-9))) if budget_s else repeats
+                    fit = int(budget_s / max(first_s, 1e-9)) if budget_s else repeats  # calls the budget allows
                     n_warm, n_runs = min(warmup, fit), max(1, min(repeats, fit))
                     ts = np.array(timings(lambda: prep.run(*xs), dev, n_warm, n_runs)) * 1000
                 except Exception as e:  # a backend that breaks is a result too
