@@ -68,7 +68,8 @@ def train(ctx, model):
 @click.option("--no_dropout/--dropout", "no_dropout", default=None)
 @click.option("--input_nc", type=int, default=None)
 @click.option("--output_nc", type=int, default=None)
-@click.option("--dataroot", type=click.Path(file_okay=False), help="data set: translates <dataroot>/<phase>A (or B)")
+@click.option("--dataroot", type=click.Path(file_okay=False),
+              help="data set: translates <dataroot>/<phase>A (or B), or the A|B pairs in <dataroot>/<phase>/")
 @click.option("--phase", default="test", show_default=True)
 @click.option("--input", "input_path", type=click.Path(), help="an image file or a folder of images")
 @click.option("--output", type=click.Path(file_okay=False), help="default: ./results/<name>/test_<epoch>")
@@ -81,11 +82,30 @@ def train(ctx, model):
 @click.option("--tile_overlap", type=int, default=32, show_default=True, help="overlap between tiles, px")
 @click.option("--tile_stats_size", type=int, default=1024, show_default=True,
               help="InstanceNorm statistics for all tiles come from the image scaled to at most this many px")
+@click.option("--model", type=click.Choice(["cyclegan", "pix2pix", "bicyclegan"]), default=None,
+              help="model family (default: from the experiment, else one generator as for CycleGAN/pix2pix); "
+              "bicyclegan samples several outputs per input")
+@click.option("--eval/--no-eval", "eval_mode", default=None,
+              help="BatchNorm running statistics and no dropout (--eval), or the batch's statistics with dropout "
+              "on (--no-eval); default as the reference test scripts: --no-eval for nets with BatchNorm (pix2pix)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of random z and test-time dropout")
+@click.option("--aligned", is_flag=True, help="--input images are A|B pairs side by side (as --dataroot <phase>/)")
+@click.option("--n_samples", type=int, default=5, show_default=True, help="bicyclegan: random-z outputs per input")
+@click.option("--sync", is_flag=True, help="bicyclegan: the same z list for every input")
+@click.option("--encoder", type=click.Path(dir_okay=False), help="bicyclegan: the encoder file (latest_net_E.pth) "
+              "for the encoded-style output")
+@click.option("--nz", type=int, default=None, help="bicyclegan: length of z (default: from the checkpoint, else 8)")
+@click.option("--nl", type=click.Choice(["relu", "lrelu", "elu"]), default=None,
+              help="bicyclegan: generator non-linearity (default: from the experiment, else relu)")
 @click.option("--device", default="auto", show_default=True)
 def translate(**o):
-    """Translate images with a trained or official generator; writes images and an index.html."""
+    """Translate images with a trained or official generator; writes images, index.html, translate.json."""
     from gantk.translate import run_translate
     out = run_translate(**o)
+    record = json.loads((out / "translate.json").read_text())
+    if "diversity" in record:
+        click.echo(f"diversity (mean pairwise L1 of {record['n_samples']} random samples per input, [-1, 1] "
+                   f"images): {record['diversity']['mean']:.4f}")
     click.echo(f"wrote {out}")
 
 

@@ -132,17 +132,21 @@ def write_html(folder: Path, title: str, rows: list[tuple[str, list[tuple[str, s
 @torch.no_grad()
 def translate_images(net: nn.Module, items, out_dir: str | Path, title: str, tile: int | None = None,
                      overlap: int = 32, multiple: int = 4, device="cpu", stats_size: int = 1024) -> list[Path]:
-    """Translate (name, CHW tensor in [-1, 1]) items; writes images/<name>_real.png, _fake.png and index.html."""
+    """Translate (name, CHW input, CHW target or None) items, tensors in [-1, 1]; writes
+    images/<name>_real.png, _fake.png (and _target.png for pairs) and index.html."""
     out_dir = Path(out_dir)
     rows, written = [], []
-    for name, x in items:
+    for name, x, target in items:
         x = x.unsqueeze(0).to(device)
         y = tiled_forward(net, x, tile, overlap, multiple, stats_size) if tile else net(x)
         stem = Path(name).stem
         real = save_image(x, out_dir / "images" / f"{stem}_real.png")
         fake = save_image(y, out_dir / "images" / f"{stem}_fake.png")
         written.append(fake)
-        rows.append((Path(name).name, [("real", f"images/{real.name}"), ("fake", f"images/{fake.name}")]))
+        cells = [("real", f"images/{real.name}"), ("fake", f"images/{fake.name}")]
+        if target is not None:
+            cells.append(("target", f"images/{save_image(target, out_dir / 'images' / f'{stem}_target.png').name}"))
+        rows.append((Path(name).name, cells))
     write_html(out_dir, title, rows)
     return written
 
@@ -176,46 +180,177 @@ def resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, *
     return load_generator(path, **kw), str(path), saved
 
 
-def input_files(input_path, dataroot, phase, direction) -> list[Path]:
+def input_files(input_path, dataroot, phase, direction, aligned=False) -> tuple[list[Path], bool]:
+    """(image files, whether each holds an A|B pair side by side). A --dataroot in the aligned layout
+    (<phase>/ with A|B files, no <phase>A/) is read as pairs."""
     from gantk.io import is_image_file, list_images
     if input_path:
         p = Path(input_path)
         if p.is_file():
             if not is_image_file(p):
                 raise GantkError(f"--input {p}: not an image file")
-            return [p]
+            return [p], aligned
         if not p.exists():
             raise GantkError(f"--input {p}: no such file or folder")
-        return list_images(p)
+        return list_images(p), aligned
     if dataroot:
-        sub = Path(dataroot) / f"{phase}{'A' if direction == 'AtoB' else 'B'}"
-        return list_images(sub if sub.is_dir() else dataroot)
+        root = Path(dataroot)
+        sub = root / f"{phase}{'A' if direction == 'AtoB' else 'B'}"
+        if sub.is_dir():
+            return list_images(sub), aligned
+        if (root / phase).is_dir():
+            return list_images(root / phase), True
+        return list_images(root), aligned
     raise GantkError("give --input (image or folder) or --dataroot (data set)")
+
+
+def load_input(path: Path, aligned: bool, direction: str):
+    """(input image, paired target image or None): A|B files are split in halves, BtoA swaps them."""
+    from gantk.io import load_image
+    img = load_image(path)
+    if not aligned:
+        return img, None
+    w, h = img.size
+    if w < 2:
+        raise GantkError(f"{path}: too narrow to hold an A|B pair")
+    A, B = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+    return (A, B) if direction == "AtoB" else (B, A)
+
+
+def saved_options(name, checkpoints_dir) -> dict:
+    """The options saved with a gantk experiment (train_opt.json), or {}."""
+    f = Path(checkpoints_dir) / name / "train_opt.json" if name else None
+    return json.loads(f.read_text()) if f and f.is_file() else {}
+
+
+def has_batchnorm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def read_items(files, aligned: bool, direction: str, prep: dict, arch: dict, multiple: int, tiled: bool = False):
+    """(file name, input CHW, paired target CHW or None), in [-1, 1] and sized for a net of `arch`."""
+    from gantk.data.transforms import transform
+    for f in files:
+        a, b = load_input(f, aligned, direction)
+        x = transform(a, **prep, params=None, grayscale=arch["input_nc"] == 1, base=multiple)
+        if not tiled and (x.shape[1] % multiple or x.shape[2] % multiple):
+            raise GantkError(f"{f}: size {x.shape[2]}x{x.shape[1]} is not a multiple of {multiple} for this U-Net")
+        y = None if b is None else transform(b, **prep, params=None, grayscale=arch["output_nc"] == 1, base=multiple)
+        yield f.name, x, y
+
+
+def write_record(out: Path, **info) -> Path:
+    """translate.json: how the images were made (weights, eval/BatchNorm mode, seed, diversity)."""
+    path = Path(out) / "translate.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=1))
+    return path
 
 
 def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", direction="AtoB", which=None,
                   weights=None, dataroot=None, phase="test", input_path=None, output=None, preprocess="none",
                   load_size=256, crop_size=256, num_test=50, tile=0, tile_overlap=32, tile_stats_size=1024,
-                  device="auto", **arch) -> Path:
-    """The `gantk translate` command: returns the output folder (images/ + index.html)."""
-    from gantk.data.transforms import transform
-    from gantk.io import load_image
-    from gantk.models import size_multiple
+                  device="auto", model=None, eval_mode=None, seed=0, aligned=False, n_samples=5, sync=False,
+                  encoder=None, **arch) -> Path:
+    """The `gantk translate` command: returns the output folder (images/, index.html, translate.json).
+
+    eval_mode None follows the reference test scripts: networks with BatchNorm (pix2pix) run without
+    eval() (batch statistics, dropout on), others in eval mode; BicycleGAN always in eval mode.
+    """
+    from gantk.models import prepare_for_inference, size_multiple
     from gantk.models.base import resolve_device
+    torch.manual_seed(seed)  # makes test-time dropout (pix2pix without --eval) reproducible
+    family = model or saved_options(name, checkpoints_dir).get("model", "cyclegan")
+    files, aligned = input_files(input_path, dataroot, phase, direction, aligned)
+    files, dev = files[:num_test], resolve_device(device)
+    prep = dict(preprocess=preprocess, load_size=load_size, crop_size=crop_size)
+    out = Path(output or Path("results") / (name or Path(weights or "weights").stem) / f"test_{epoch}")
+    if family == "bicyclegan":
+        if tile:
+            raise GantkError("--tile is not supported for --model bicyclegan")
+        G, E, path = resolve_bicycle(name, checkpoints_dir, epoch, weights, encoder, arch)
+        prepare_for_inference(G.to(dev), True)  # the BicycleGAN test script always calls eval()
+        E = E.to(dev) if E is not None else None
+        items = read_items(files, aligned, direction, prep, G.arch, size_multiple(G.arch["netG"]))
+        scores, rows = translate_bicycle(G, E, items, out, n_samples, sync, seed, dev)
+        mean = sum(scores.values()) / max(len(scores), 1)
+        write_html(out, f"{path.name}: {len(files)} inputs x {n_samples} random z{' (same z for all)' if sync else ''};"
+                   f" diversity (mean pairwise L1 of the random samples) {mean:.4f}", rows)
+        write_record(out, model=family, weights=str(path), encoder=E is not None, images=len(files), seed=seed,
+                     n_samples=n_samples, sync=sync, **G.inference,
+                     diversity={"metric": DIVERSITY_METRIC, "mean": mean, "per_image": scores})
+        return out
     net, path, _ = resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, **arch)
-    multiple, gray = size_multiple(net.arch["netG"]), net.arch["input_nc"] == 1
-    files = input_files(input_path, dataroot, phase, direction)[:num_test]
-    dev = resolve_device(device)
-    net.to(dev)
-
-    def items():
-        for f in files:
-            x = transform(load_image(f), preprocess, load_size, crop_size, None, grayscale=gray, base=multiple)
-            if not tile and (x.shape[1] % multiple or x.shape[2] % multiple):
-                raise GantkError(f"{f}: size {x.shape[2]}x{x.shape[1]} is not a multiple of {multiple} for this U-Net")
-            yield f.name, x
-
-    out = Path(output or Path("results") / (name or Path(path).stem) / f"test_{epoch}")
-    translate_images(net, items(), out, f"{Path(path).name}: {len(files)} images", tile or None, tile_overlap,
-                     multiple, dev, tile_stats_size)
+    prepare_for_inference(net.to(dev), not has_batchnorm(net) if eval_mode is None else eval_mode)
+    if tile and net.inference["bn_mode"] == "batch":
+        raise GantkError("--tile needs BatchNorm running statistics: add --eval")
+    multiple = size_multiple(net.arch["netG"])
+    mode = "BatchNorm batch statistics" if net.inference["bn_mode"] == "batch" else "eval mode"
+    title = f"{Path(path).name}: {len(files)} images ({mode}{', dropout on' if net.inference['dropout'] else ''})"
+    translate_images(net, read_items(files, aligned, direction, prep, net.arch, multiple, bool(tile)), out, title,
+                     tile or None, tile_overlap, multiple, dev, tile_stats_size)
+    write_record(out, model=family, weights=str(path), images=len(files), seed=seed, **net.inference)
     return out
+
+
+def resolve_bicycle(name, checkpoints_dir, epoch, weights, encoder, arch: dict):
+    """(G, E or None, G's file) from --weights [--encoder] or the experiment --name/--epoch."""
+    from gantk.checkpoints import TRAIN_STATE_FORMAT, read_checkpoint
+    from gantk.models.bicyclegan import e_options, g_options, load_E, load_G
+    saved = saved_options(name, checkpoints_dir)
+    if weights:
+        g_path = Path(weights)
+        e_path = Path(encoder) if encoder else None
+        if e_path is None and read_checkpoint(g_path).get("format") == TRAIN_STATE_FORMAT:
+            e_path = g_path  # a gantk training state holds both
+    elif name:
+        folder = Path(checkpoints_dir) / name
+        g_path, e_path = folder / f"{epoch}_net_G.pth", Path(encoder) if encoder else folder / f"{epoch}_net_E.pth"
+    else:
+        raise GantkError("give --name (a trained experiment) or --weights (a generator file)")
+    given = {k: v for k, v in arch.items() if v is not None}
+    if "no_dropout" in given:
+        given["use_dropout"] = not given.pop("no_dropout")
+    E = None
+    if e_path is not None and (e_path.is_file() or encoder):
+        e_arch = {**e_options(saved), **{k: given[k] for k in ("nz", "norm") if k in given}}
+        if "output_nc" in given:
+            e_arch["input_nc"] = given["output_nc"]
+        E = load_E(e_path, **e_arch)
+    return load_G(g_path, **{**g_options(saved), **given}), E, g_path
+
+
+DIVERSITY_METRIC = "mean pairwise L1 distance between the random samples of one input, images in [-1, 1]"
+
+
+@torch.no_grad()
+def translate_bicycle(G: nn.Module, E: nn.Module | None, items, out: Path, n_samples: int, sync: bool,
+                      seed: int, device="cpu") -> tuple[dict[str, float], list]:
+    """Per input: the encoded-style output (from the paired target, given an encoder) and n_samples outputs
+    for z ~ N(0, I), saved one by one and side by side in images/<name>_grid.png. `seed` fixes the z;
+    `sync` uses one z list for every input. Returns ({input: diversity (DIVERSITY_METRIC)}, HTML rows)."""
+    from gantk.io import image_grid
+    from gantk.models.bicyclegan import diversity, encode
+    if n_samples < 1:
+        raise GantkError(f"--n_samples must be positive, got {n_samples}")
+    gen = torch.Generator().manual_seed(seed)
+    z_sync = torch.randn(n_samples, G.arch["nz"], generator=gen)
+    scores, rows = {}, []
+    for name, x, y in items:
+        x = x[None].to(device)
+        z = z_sync if sync else torch.randn(n_samples, G.arch["nz"], generator=gen)
+        samples = G(x.expand(n_samples, -1, -1, -1), z.to(device))
+        cells = [("input", x[0])]
+        if y is not None:
+            y = y[None].to(device)
+            cells.append(("ground truth", y[0]))
+            if E is not None:
+                cells.append(("encoded", G(x, encode(E, y))[0]))
+        cells += [(f"random_sample{i + 1:02d}", s) for i, s in enumerate(samples)]
+        scores[name] = diversity(list(samples))
+        stem = Path(name).stem
+        files = [save_image(t, out / "images" / f"{stem}_{label.replace(' ', '_')}.png") for label, t in cells]
+        save_image(image_grid([[t for _, t in cells]]), out / "images" / f"{stem}_grid.png")
+        rows.append((f"{name} (diversity {scores[name]:.4f})",
+                     [(label, f"images/{f.name}") for (label, _), f in zip(cells, files)]))
+    return scores, rows

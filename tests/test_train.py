@@ -12,8 +12,8 @@ from gantk.cli import main
 from gantk.models.cyclegan import CycleGANConfig, CycleGANModel
 
 
-def nets(folder):
-    return {n: torch.load(folder / f"latest_net_{n}.pth", weights_only=True) for n in ("G_A", "G_B", "D_A", "D_B")}
+def nets(folder, names=("G_A", "G_B", "D_A", "D_B")):
+    return {n: torch.load(folder / f"latest_net_{n}.pth", weights_only=True) for n in names}
 
 
 def assert_same_weights(a, b, atol=0.0):

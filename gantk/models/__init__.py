@@ -7,10 +7,13 @@ import torch.nn as nn
 
 from gantk.checkpoints import describe_generator, generator_state, load_state_dict_checked, read_checkpoint
 from gantk.errors import GantkError
+from gantk.nn.layers import prepare_for_inference
 from gantk.models.networks import NETD_NAMES, NETG_NAMES, define_D, define_G, size_multiple
 
 MODELS = {
     "cyclegan": "gantk.models.cyclegan:CycleGANModel",
+    "pix2pix": "gantk.models.pix2pix:Pix2PixModel",
+    "bicyclegan": "gantk.models.bicyclegan:BicycleGANModel",
     "fast_style": "gantk.models.style:FastStyleModel",
     "mnist_gan": "gantk.models.mnist_gan:MnistGANModel",
 }
@@ -61,4 +64,4 @@ def load_generator(path: str | Path, netG: str | None = None, ngf: int = 64, nor
 
 
 __all__ = ["MODELS", "NETD_NAMES", "NETG_NAMES", "define_D", "define_G", "get_model_class",
-           "load_generator", "size_multiple"]
+           "load_generator", "prepare_for_inference", "size_multiple"]

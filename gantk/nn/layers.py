@@ -55,3 +55,21 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
     for net in nets if isinstance(nets, (list, tuple)) else [nets]:
         for p in net.parameters():
             p.requires_grad_(requires_grad)
+
+
+def prepare_for_inference(net: nn.Module, eval_mode: bool = True) -> nn.Module:
+    """Put `net` in its test-time mode and record the choice in `net.inference` (for translate/export).
+
+    eval_mode=True: eval() (BatchNorm running statistics, no dropout). False: what the reference test
+    script does without --eval (pix2pix): BatchNorm normalises with the statistics of the batch being
+    translated and dropout stays active; the running statistics are left untouched.
+    `net.inference["bn_mode"]` is "eval", "batch" or "none" (no BatchNorm layers).
+    """
+    net.train(not eval_mode)
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.track_running_stats = eval_mode  # off in train mode: batch statistics, buffers untouched
+    has_dropout = any(isinstance(m, nn.Dropout) for m in net.modules())
+    net.inference = {"eval": eval_mode, "bn_mode": ("eval" if eval_mode else "batch") if bns else "none",
+                     "dropout": has_dropout and not eval_mode}
+    return net
