@@ -1,4 +1,5 @@
-"""Inference: run a generator over images, whole or in overlapping tiles blended without seams."""
+"""Inference: run a generator over images, whole or in overlapping tiles blended without seams;
+BicycleGAN: several outputs per input (encoded style and random z) with a diversity figure."""
 from __future__ import annotations
 
 import html
@@ -223,10 +224,6 @@ def saved_options(name, checkpoints_dir) -> dict:
     return json.loads(f.read_text()) if f and f.is_file() else {}
 
 
-def has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-
-
 def read_items(files, aligned: bool, direction: str, prep: dict, arch: dict, multiple: int, tiled: bool = False):
     """(file name, input CHW, paired target CHW or None), in [-1, 1] and sized for a net of `arch`."""
     from gantk.data.transforms import transform
@@ -259,6 +256,7 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     """
     from gantk.models import prepare_for_inference, size_multiple
     from gantk.models.base import resolve_device
+    from gantk.nn.layers import has_batchnorm
     torch.manual_seed(seed)  # makes test-time dropout (pix2pix without --eval) reproducible
     family = model or saved_options(name, checkpoints_dir).get("model", "cyclegan")
     files, aligned = input_files(input_path, dataroot, phase, direction, aligned)

@@ -139,7 +139,8 @@ def test_official_checkpoints_load(tmp_path, prefix):
         for G in (load_G(tmp_path / "latest_net_G.pth", input_nc=1, ngf=8, netG="unet_128"),
                   load_G(tmp_path / "latest_net_G.pth")):
             assert torch.equal(G(x, z), g(x, z)) and not G.training
-        for E in (load_E(tmp_path / "latest_net_E.pth", nef=8, netE="resnet_128"), load_E(tmp_path / "latest_net_E.pth")):
+        for E in (load_E(tmp_path / "latest_net_E.pth", nef=8, netE="resnet_128"),
+                  load_E(tmp_path / "latest_net_E.pth")):
             assert all(torch.equal(p, q) for p, q in zip(E(b), e(b)))
     with pytest.raises(CheckpointError, match="does not fit this architecture.*the file looks like --where_add all"):
         load_G(tmp_path / "latest_net_G.pth", ngf=16)
@@ -226,7 +227,8 @@ def test_translate_samples_encoded_and_random_outputs(trained, sample_data, tmp_
     assert set(d["per_image"]) == {"000.png", "001.png"} and d["mean"] > 0
     assert (rec["model"], rec["eval"], rec["encoder"], rec["n_samples"]) == ("bicyclegan", True, True, 3)
     assert f"{d['mean']:.4f}" in capsys.readouterr().out
-    assert f"diversity (mean pairwise L1 of the random samples) {d['mean']:.4f}" in (tmp_path / "s1" / "index.html").read_text()
+    page = (tmp_path / "s1" / "index.html").read_text()
+    assert f"diversity (mean pairwise L1 of the random samples) {d['mean']:.4f}" in page
 
 
 class RecordingG(nn.Module):

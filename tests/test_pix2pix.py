@@ -42,14 +42,16 @@ def unet_batchnorm_params(num_downs, ngf, in_nc=3, out_nc=3):
 
 
 def patchgan_batchnorm_params(input_nc, ndf=64):
-    """70x70 PatchGAN: conv(in, ndf) + bias, three convs (x2, x2, x2 widths up to 8 ndf) each with BatchNorm, conv(., 1) + bias."""
+    """70x70 PatchGAN: conv(in, ndf) + bias, three convs doubling the width (to 8 ndf) each with BatchNorm,
+    conv(., 1) + bias."""
     widths = [ndf, ndf * 2, ndf * 4, ndf * 8]
     n = input_nc * ndf * 16 + ndf
     n += sum(a * b * 16 + 2 * b for a, b in zip(widths, widths[1:]))
     return n + widths[-1] * 16 + 1
 
 
-@pytest.mark.parametrize("netG,num_downs,keys,params", [("unet_256", 8, 82, 54_413_955), ("unet_128", 7, 70, 41_828_995)])
+@pytest.mark.parametrize("netG,num_downs,keys,params", [("unet_256", 8, 82, 54_413_955),
+                                                         ("unet_128", 7, 70, 41_828_995)])
 def test_unet_layouts(netG, num_downs, keys, params):
     """Each middle level: conv w, BN (5 entries), up conv w, BN (5); innermost 7; outermost 3 (up conv bias)."""
     net = define_G(3, 3, 64, netG, norm="batch", use_dropout=True)

@@ -264,7 +264,8 @@ class BicycleGANModel(BaseModel):
     def forward(self):
         half = self.real_A.size(0) // 2
         A, B = self.real_A, self.real_B
-        self.real_A_encoded, self.real_B_encoded, self.real_A_random, self.real_B_random = A[:half], B[:half], A[half:], B[half:]
+        self.real_A_encoded, self.real_B_encoded = A[:half], B[:half]  # A1, B1: the encoded branch
+        self.real_A_random, self.real_B_random = A[half:], B[half:]  # B2: real images for D2
         self.mu, self.logvar = self.fwd["E"](self.real_B_encoded)
         self.z_encoded = self.mu + torch.exp(0.5 * self.logvar) * self.random_z(half)  # reparameterisation
         self.z_random = self.random_z(half)

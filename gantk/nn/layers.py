@@ -57,6 +57,10 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
             p.requires_grad_(requires_grad)
 
 
+def has_batchnorm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def prepare_for_inference(net: nn.Module, eval_mode: bool = True) -> nn.Module:
     """Put `net` in its test-time mode and record the choice in `net.inference` (for translate/export).
 
@@ -66,10 +70,10 @@ def prepare_for_inference(net: nn.Module, eval_mode: bool = True) -> nn.Module:
     `net.inference["bn_mode"]` is "eval", "batch" or "none" (no BatchNorm layers).
     """
     net.train(not eval_mode)
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.track_running_stats = eval_mode  # off in train mode: batch statistics, buffers untouched
-    has_dropout = any(isinstance(m, nn.Dropout) for m in net.modules())
-    net.inference = {"eval": eval_mode, "bn_mode": ("eval" if eval_mode else "batch") if bns else "none",
-                     "dropout": has_dropout and not eval_mode}
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = eval_mode  # off in train mode: batch statistics, buffers untouched
+    bn_mode = ("eval" if eval_mode else "batch") if has_batchnorm(net) else "none"
+    dropout = not eval_mode and any(isinstance(m, nn.Dropout) for m in net.modules())
+    net.inference = {"eval": eval_mode, "bn_mode": bn_mode, "dropout": dropout}
     return net
