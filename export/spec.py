@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from gantk.errors import GantkError
 from gantk.models.networks import size_multiple
+from gantk.nn.layers import has_batchnorm
 
 BN_MODES = ("eval", "batch")
 
@@ -73,10 +74,6 @@ def apply_bn_mode(net: nn.Module, bn_mode: str) -> nn.Module:
             else:
                 apply_bn_mode(child, bn_mode)
     return net.eval()
-
-
-def has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 def spec_for_generator(net: nn.Module, family: str = "cyclegan", bn_mode: str = "eval") -> ExportSpec:

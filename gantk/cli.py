@@ -1,4 +1,4 @@
-"""The `gantk` command: train, translate, export, data. Errors print as one line, never a traceback."""
+"""The `gantk` command: train, translate, export, bench, data. Errors print as one line, never a traceback."""
 from __future__ import annotations
 
 import json
@@ -171,25 +171,37 @@ def _sizes(text: str) -> list[int]:
         raise click.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 128,256") from None
 
 
+def generator_source(f):
+    """Options naming a generator: a trained experiment, a generator file, or an architecture."""
+    for option in reversed([
+        click.option("--name", help="experiment name (reads <checkpoints_dir>/<name>/<epoch>_net_<which>.pth)"),
+        click.option("--model", type=click.Choice(["auto", "cyclegan", "pix2pix", "bicyclegan", "fast_style"]),
+                     default="auto", show_default=True, help="generator family (auto: from the experiment's options)"),
+        click.option("--checkpoints_dir", default="./checkpoints", show_default=True),
+        click.option("--epoch", default="latest", show_default=True),
+        click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True),
+        click.option("--which", default=None, help="network (G_A/G_B for CycleGAN, G)"),
+        click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. latest_net_G.pth"),
+        click.option("--netG", "netG", default=None, help="architecture of --weights (default: inferred); "
+                     "alone: a randomly initialised one"),
+        click.option("--ngf", type=int, default=None),
+        click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None),
+        click.option("--no_dropout/--dropout", "no_dropout", default=None),
+        click.option("--input_nc", type=int, default=None),
+        click.option("--output_nc", type=int, default=None),
+        click.option("--bn_mode", type=click.Choice(["batch", "eval"]), default="batch", show_default=True,
+                     help="BatchNorm generators (pix2pix): per-image statistics as the reference test script, "
+                          "or running statistics (its --eval)"),
+    ]):
+        f = option(f)
+    return f
+
+
 @cli.command("export")
-@click.option("--name", help="experiment name (reads <checkpoints_dir>/<name>/<epoch>_net_<which>.pth)")
-@click.option("--checkpoints_dir", default="./checkpoints", show_default=True)
-@click.option("--epoch", default="latest", show_default=True)
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
-@click.option("--which", default=None, help="network to export (G_A/G_B for CycleGAN, G)")
-@click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. a downloaded latest_net_G.pth")
-@click.option("--netG", "netG", default=None, help="architecture of --weights (default: inferred)")
-@click.option("--ngf", type=int, default=None)
-@click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None)
-@click.option("--no_dropout/--dropout", "no_dropout", default=None)
-@click.option("--input_nc", type=int, default=None)
-@click.option("--output_nc", type=int, default=None)
+@generator_source
 @click.option("--format", "formats", default="onnx", show_default=True,
               help="comma-separated: onnx, onnx-fp16, aoti, trt, trt-fp16, trt-bf16, triton-repo")
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default ./exports/<name>)")
-@click.option("--bn_mode", type=click.Choice(["batch", "eval"]), default="batch", show_default=True,
-              help="BatchNorm generators (pix2pix): per-image statistics as the reference test script, "
-                   "or running statistics (its --eval)")
 @click.option("--parity_images", type=click.Path(exists=True), help="real images for the parity check "
               "(default: scikit-image's sample photos)")
 @click.option("--parity_sizes", default=None, help="two or more sizes, px (default: 2x and 4x the size multiple, "
@@ -212,6 +224,42 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
                           opt_size=max(m, opt_size // m * m), max_size=max_size // m * m, device=device,
                           name=label, log=click.echo)
     click.echo(f"parity passed; wrote {', '.join(manifest['artifacts'].values())}")
+
+
+@cli.command("bench")
+@generator_source
+@click.option("--backends", default=None, help="comma-separated, from: eager, amp, channels_last, compile, "
+              "compile-max-autotune, kernels, aoti, ort-cpu, ort-cuda, ort-trt, trt-fp32, trt-fp16 (default: all "
+              "that make sense for --device; unavailable ones are listed with the reason)")
+@click.option("--batches", default="1", show_default=True, help="batch sizes, comma-separated")
+@click.option("--sizes", default="256", show_default=True, help="image sizes (square), px, comma-separated")
+@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True)
+@click.option("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: torch's default)")
+@click.option("--budget_s", type=float, default=0.0, help="per backend and shape: fewer runs (at least 1) when a "
+              "call is slower than this budget allows (0: always --warmup/--repeats)")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto")
+@click.option("--images", "image_source", type=click.Path(exists=True),
+              help="real images to run (default: scikit-image's sample photos)")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="results path without suffix (writes .json, .md, .png; default ./bench/<model>_<device>)")
+def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, device, image_source, out, **src):
+    """Latency, throughput, memory and parity of a generator on every backend."""
+    from gantk.bench import BACKENDS, CPU_DEFAULT, run_bench, write_results
+    from gantk.export.parity import load_photos
+    from gantk.export.spec import load_spec
+    from gantk.models.base import resolve_device
+    dev = resolve_device(device)
+    names = [b.strip() for b in backends.split(",")] if backends else list(BACKENDS if dev.type == "cuda" else CPU_DEFAULT)
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: expected some of {', '.join(BACKENDS)}", param_hint="--backends")
+    spec, label = load_spec(**src)
+    doc = run_bench(spec, names, _sizes(batches), _sizes(sizes), load_photos(image_source), str(dev), warmup,
+                    repeats, threads, budget_s, log=click.echo)
+    for path in write_results(doc, out or f"./bench/{label}_{dev.type}"):
+        click.echo(f"wrote {path}")
+
 
 def _one_line(e: Exception) -> str:
     """The user-facing line of an error, also when it was re-raised from a DataLoader worker."""
