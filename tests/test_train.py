@@ -50,6 +50,17 @@ def test_resume_is_exact(sample_data, tmp_path):
     assert s["optimizers"]["G"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * (1 - 1 / 3))  # epoch 2 of 1+2
 
 
+
+def test_resume_at_an_epoch_end_with_dropout_is_exact(sample_data, tmp_path):
+    """Stopping on an epoch's last batch finishes that epoch; dropout's global-RNG draws resume exactly."""
+    extra = dict(pool_size=2, display_freq=100, dropout=True)
+    assert main(tiny_args(sample_data["unaligned"], tmp_path, "straight", max_iters=6, **extra)) == 0
+    assert main(tiny_args(sample_data["unaligned"], tmp_path, "resumed", max_iters=4, **extra)) == 0
+    s = torch.load(tmp_path / "resumed" / "latest_state.pt", weights_only=True)
+    assert (s["epoch"], s["epoch_iter"]) == (2, 0)  # 4 images per epoch: epoch 1 is complete
+    assert main(tiny_args(sample_data["unaligned"], tmp_path, "resumed", max_iters=6, continue_train=True, **extra)) == 0
+    assert_same_weights(nets(tmp_path / "straight"), nets(tmp_path / "resumed"))
+
 def first_step(**speed):
     """Losses and G_A gradients of one CycleGAN iteration from a fixed init (before any update)."""
     torch.manual_seed(0)

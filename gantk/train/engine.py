@@ -86,8 +86,10 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     model_cls = get_model_class(cfg.model_name())
     dataset = model_cls.make_dataset(cfg, "train")
     sampler = EpochSampler(len(dataset), shuffle=not cfg.serial_batches, seed=cfg.seed, rank=rank, world_size=world)
+    # own generator: creating an epoch's iterator must not draw from the global RNG (exact resume)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
-                                         num_workers=cfg.num_threads, pin_memory=device.type == "cuda")
+                                         num_workers=cfg.num_threads, pin_memory=device.type == "cuda",
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     torch.manual_seed(cfg.seed)
     model = model_cls(cfg, device, rank, world)
     model.setup()
@@ -107,8 +109,9 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     while epoch <= last_epoch and not (cfg.max_iters and steps >= cfg.max_iters):
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=epoch_iter * cfg.batch_size)
+        epoch_len = epoch_iter + len(loader)
         bar = tqdm(loader, desc=f"epoch {epoch}/{last_epoch}", disable=not main, leave=False,
-                   initial=epoch_iter, total=epoch_iter + len(loader), dynamic_ncols=True,
+                   initial=epoch_iter, total=epoch_len, dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 10.0)
         t_data_start = time.perf_counter()
         g_loss_sum, n_steps = 0.0, 0
@@ -133,7 +136,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
             t_data_start = time.perf_counter()
             if cfg.max_iters and steps >= cfg.max_iters:
                 break
-        else:  # the epoch ran to its end
+        if epoch_iter >= epoch_len:  # the epoch ran to its end (also when --max_iters stopped on its last batch)
             if main:
                 reporter.save_samples(epoch, total_iters, model.current_visuals(), model.visual_rows)
                 if epoch % cfg.save_epoch_freq == 0 or epoch == last_epoch:
@@ -144,8 +147,8 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
                 save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
                 tqdm.write(f"end of epoch {epoch - 1}/{last_epoch}: {steps} iterations, learning rate now {lr:.7f}")
             barrier()
-            continue
-        break
+        if cfg.max_iters and steps >= cfg.max_iters:
+            break
     if main:
         save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
         tqdm.write(f"saved {folder / LATEST} after {steps} iterations")

@@ -34,12 +34,15 @@ class Reporter:
             f.write(json.dumps({"epoch": epoch, "iters": iters, "time": t_comp, "lr": lr, **losses}) + "\n")
         return msg
 
-    def save_samples(self, epoch: int, iters: int, visuals: dict, rows: list[list[str]]) -> Path:
+    def save_samples(self, epoch: int, iters: int, visuals: dict, rows: list[list[str]]) -> Path | None:
         """One grid: each row a list of visual names (first image of the batch)."""
         name = f"epoch{epoch:03d}_iter{iters:07d}.png"
         if any(n == name for n, _ in self.samples):
             return self.web / "images" / name
-        grid = image_grid([[visuals[n][0] for n in row if n in visuals] for row in rows])
+        cells = [r for r in ([visuals[n][0] for n in row if n in visuals] for row in rows) if r]
+        if not cells:  # nothing computed yet (e.g. resumed exactly at an epoch's end)
+            return None
+        grid = image_grid(cells)
         path = save_image(grid, self.web / "images" / name)
         labels = " | ".join(", ".join(n for n in row if n in visuals) for row in rows)
         self.samples.append((name, f"epoch {epoch}, iteration {iters}: {labels}"))
