@@ -124,7 +124,7 @@ def translate(**o):
 @click.option("--style-weight", type=float, default=1e6, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "lbfgs"]), default="adam", show_default=True)
 @click.option("--lr", type=float, default=None, help="learning rate [default: 0.003 Adam, 1 L-BFGS]")
-@click.option("--beta1", type=float, default=0.9, show_default=True, help="Adam beta1")
+@click.option("--beta1", type=float, default=0.5, show_default=True, help="Adam beta1")
 @click.option("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1", show_default=True,
               help="VGG19 layers of the style loss (reluN_M: after the ReLU, as Gatys; convN_M: before it, as the PyTorch tutorial)")
 @click.option("--content-layer", default="relu4_2", show_default=True, help="VGG19 layer of the content loss")

@@ -10,8 +10,9 @@ PyTorch neural-style tutorial (Gram normalisation, weights, L-BFGS):
 - Gram / (C*H*W); style loss = sum over layers of the Gram MSE; content loss = feature MSE.
 - style weight 1e6, content weight 1: the PyTorch tutorial's values for this normalisation (the notebook's
   beta 1e6 goes with an unnormalised Gram and a 1/(C*H*W) loss; beta = 100 appears in neither).
-- Adam lr 0.003 with Adam's default betas (0.9, 0.999), as the notebook, on the ImageNet-normalised
-  image, started from the content image, 2000 steps; or L-BFGS (lr 1), as the tutorial.
+- Adam lr 0.003, betas (0.5, 0.999) as our recipe asks (the notebook keeps Adam's default 0.9; --beta1),
+  on the ImageNet-normalised image, started from the content image, 2000 steps; or L-BFGS (lr 1), as the
+  tutorial.
 - longer side at most 400 px. The style image keeps its own aspect ratio (capped the same way): the Gram
   matrix / (C*H*W) is an average over positions, so sizes need not match (the notebook instead
   resizes the style image to the content's shape).
@@ -38,7 +39,7 @@ OPTIMIZERS = ("adam", "lbfgs")
 
 def gatys(content: torch.Tensor, style: torch.Tensor, vgg: VGG19, steps: int = 2000,
           content_weight: float = 1.0, style_weight: float = 1e6, optimizer: str = "adam", lr: float | None = None,
-          beta1: float = 0.9, style_layers: Sequence[str] = STYLE_LAYERS, content_layer: str = CONTENT_LAYER,
+          beta1: float = 0.5, style_layers: Sequence[str] = STYLE_LAYERS, content_layer: str = CONTENT_LAYER,
           init: str = "content", amp: bool = False, seed: int = 0,
           callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, list[float]]:
     """Optimise an image to match `content`'s features and `style`'s Gram matrices (sizes may differ: the
@@ -116,7 +117,7 @@ def step_path(out: Path, step: int) -> Path:
 def run_stylize(content: str, out: str, style: str | None = None, model: str | None = None,
                 vgg_weights: str | None = None, size: int | None = None, style_size: int | None = None,
                 steps: int = 2000, content_weight: float = 1.0, style_weight: float = 1e6,
-                optimizer: str = "adam", lr: float | None = None, beta1: float = 0.9,
+                optimizer: str = "adam", lr: float | None = None, beta1: float = 0.5,
                 style_layers: Sequence[str] = STYLE_LAYERS, content_layer: str = CONTENT_LAYER,
                 init: str = "content", save_every: int = 0, amp: bool = False, device: str = "auto",
                 seed: int = 0) -> Path:
