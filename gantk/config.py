@@ -69,6 +69,8 @@ class TrainConfig:
     amp_dtype: str = opt("auto", "autocast dtype", ("auto", "bf16", "fp16"))
     channels_last: bool = opt(False, "channels_last memory format for networks and inputs")
     compile: bool = opt(False, "torch.compile the generators and discriminators")
+    kernels: str = opt("none", "triton: fused gantk.kernels ops for reflect-pad conv and InstanceNorm+activation "
+                               "chains (Triton on CUDA, torch ops on CPU)", ("none", "triton"))
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
 
     # --- helpers ---

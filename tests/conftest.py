@@ -1,6 +1,14 @@
-import pytest
+import os
 
-from gantk.data.sample import build_sample_data
+import pytest
+import torch
+
+# Without a GPU, gantk.kernels' Triton kernels run in Triton's interpreter on CPU tensors. Triton reads
+# this when the kernels are defined (first import of gantk.kernels), so it is set before any test runs.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from gantk.data.sample import build_sample_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,19 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def apply_kernels(net: nn.Module, kernels: str = "none") -> nn.Module:
+    """--kernels triton: swap `net`'s fusable chains for gantk.kernels' ops, in place; none: leave it."""
+    if kernels == "none":
+        return net
+    if kernels != "triton":
+        raise GantkError(f"--kernels {kernels!r}: expected none or triton")
+    from gantk.kernels import HAS_TRITON, patch
+    if not HAS_TRITON:
+        log.warning("--kernels triton: the triton package is missing (pip install 'gantk[gpu]'); "
+                    "the fused modules run torch ops")
+    return patch(net)
+
+
 class Precision:
     """Autocast + GradScaler in one place: bf16 on CPU, fp16 with loss scaling (or bf16) on CUDA."""
 
@@ -127,10 +140,11 @@ class BaseModel:
         return torch.optim.Adam(params, lr=self.cfg.lr, betas=(self.cfg.beta1, 0.999))
 
     def setup(self) -> None:
-        """Move networks to the device and apply channels_last / compile / DDP; build LR schedulers."""
+        """Move networks to the device and apply channels_last / kernels / compile / DDP; build LR schedulers."""
         fmt = torch.channels_last if self.cfg.channels_last else torch.preserve_format
         for name, net in self.nets.items():
             net.to(self.device, memory_format=fmt)
+            apply_kernels(net, self.cfg.kernels)
             core = torch.compile(net) if self.cfg.compile else net
             self.frozen[name] = core
             if self.world_size > 1 and any(p.requires_grad for p in net.parameters()):

@@ -1,0 +1,263 @@
+"""GPU speed of gantk.kernels against eager torch and torch.compile of the same chain.
+
+- IN+act: instance_norm_act (ReLU; and no activation + residual, the ResnetBlock tail) against
+  F.instance_norm + F.relu (+ add), eager and compiled: ms, achieved GB/s counting the minimum traffic
+  (x read once, the output written once, the residual read once), its fraction of the device's HBM
+  peak, speed-up over eager.
+- reflect-pad conv: reflect_pad_conv2d against F.pad(reflect) + F.conv2d (cuDNN, benchmark mode),
+  eager and compiled: ms, TFLOP/s (2 * N * OC * OH * OW * IC * KH * KW), speed-up.
+- generator: resnet_9blocks (ngf 64) forward at 256 px, patched against unpatched.
+Every row also records the largest difference from eager, so a fast but wrong kernel shows.
+Goals (issue 5): IN+act >= 80% of HBM peak and >= 2x eager; reflect-pad conv >= 1.2x F.pad + cuDNN at batch 1.
+
+    python benchmarks/kernels.py               # a CUDA GPU: writes benchmarks/results/kernels_<gpu>.json and .md
+    python benchmarks/kernels.py --batches 1 --dtypes fp16 --no-compile
+    python benchmarks/kernels.py --interpret   # CPU smoke run: tiny cases through Triton's interpreter, writes nothing
+
+Without a CUDA GPU (and without --interpret) it stops with an error: there is nothing to measure.
+Results files come only from GPU runs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+DTYPES = ("fp32", "fp16", "bf16")
+# HBM peak (TB/s) by device name, from the vendors' data sheets; otherwise a measured device copy is used
+PEAK_TBPS = [(r"H200", 4.8), (r"H100.*NVL", 3.9), (r"H100.*PCIe", 2.0), (r"H100", 3.35), (r"A100.*80GB.*PCIE", 1.935),
+             (r"A100.*80GB", 2.039), (r"A100", 1.555), (r"L40S", 0.864), (r"A10G?\b", 0.6), (r"L4\b", 0.3)]
+IN_SHAPES = [(64, 256, 256), (128, 128, 128), (256, 64, 64)]  # (C, H, W) of the ResNet generator's norms
+CONV_SHAPES = [  # (name, IC, H, W, OC, k, padding, stride)
+    ("resnet block 3x3", 256, 64, 64, 256, 3, 1, 1),
+    ("resnet first 7x7", 3, 256, 256, 64, 7, 3, 1),
+    ("resnet last 7x7", 64, 256, 256, 3, 7, 3, 1),
+    ("style res 3x3", 128, 64, 64, 128, 3, 1, 1),
+    ("style down 3x3 s2", 32, 256, 256, 64, 3, 1, 2),
+]
+GOALS = {"in_peak": 0.8, "in_speedup": 2.0, "conv_speedup_b1": 1.2}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--interpret", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1 (no timings kept)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
+    p.add_argument("--out", default="benchmarks/results", help="folder for kernels_<gpu>.json/.md")
+    return p.parse_args(argv)
+
+
+def chains():
+    """(name, ours, eager) callables of the IN+act and conv cases."""
+    import torch.nn.functional as F
+
+    from gantk.kernels import instance_norm_act, reflect_pad_conv2d
+    return {
+        "in_relu": (lambda x, r: instance_norm_act(x, activation="relu"), lambda x, r: F.relu(F.instance_norm(x))),
+        "in_residual": (lambda x, r: instance_norm_act(x, activation="none", residual=r),
+                        lambda x, r: r + F.instance_norm(x)),
+        "conv": (lambda x, w, b, p, s: reflect_pad_conv2d(x, w, b, p, s),
+                 lambda x, w, b, p, s: F.conv2d(F.pad(x, (p,) * 4, mode="reflect"), w, b, s)),
+    }
+
+
+def max_diff(a, b) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+# --- the smoke run -----------------------------------------------------------------------------------
+def smoke() -> int:
+    """Tiny cases through the interpreter: each must match eager; the times say nothing about a GPU."""
+    import torch
+
+    from gantk.kernels import use_triton
+    cases, rows, ok = chains(), [], True
+    x, r = torch.randn(2, 3, 5, 7), torch.randn(2, 3, 5, 7)
+    for name in ("in_relu", "in_residual"):
+        rows.append(("instance_norm_act", name, *_smoke_case(cases[name], (x, r), 1e-5)))
+    args = (torch.randn(2, 4, 6, 5), torch.randn(5, 4, 3, 3), torch.randn(5), 1, 1)
+    rows.append(("reflect_pad_conv2d", "3x3", *_smoke_case(cases["conv"], args, 1e-4)))
+    path = "Triton, interpreted on CPU" if use_triton(x) else "torch ops (triton is not installed)"
+    print(f"{path}: a smoke test, not a speed figure")
+    print(f"{'op':<20}{'case':<14}{'max |diff|':>12}{'s':>8}")
+    for op, case, diff, secs, good in rows:
+        print(f"{op:<20}{case:<14}{diff:>12.2e}{secs:>8.2f}{'' if good else '  WRONG'}")
+        ok &= good
+    return 0 if ok else 1
+
+
+def _smoke_case(fns, args, tol):
+    ours, eager = fns
+    t0 = time.perf_counter()
+    got = ours(*args)
+    secs = time.perf_counter() - t0
+    diff = max_diff(got, eager(*args))
+    return diff, secs, diff <= tol
+
+
+# --- the GPU run ---------------------------------------------------------------------------------------
+def bench_ms(fn) -> float:
+    from triton.testing import do_bench
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def hbm_peak(torch) -> tuple[float, str]:
+    """(bytes/s, where the figure comes from): the data-sheet peak, else a measured 1 GiB device copy."""
+    name = torch.cuda.get_device_name()
+    for pattern, tbps in PEAK_TBPS:
+        if re.search(pattern, name):
+            return tbps * 1e12, f"data sheet ({name}: {tbps} TB/s)"
+    src = torch.empty(2**28, device="cuda")
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src))
+    return 2 * src.nbytes / (ms * 1e-3), f"measured device copy ({name})"
+
+
+def compiled(fn, skip: bool):
+    import torch
+    return None if skip else torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def time_case(ours, eager, args, skip_compile):
+    """ms of ours / eager / compiled eager, and ours' largest difference from eager."""
+    comp = compiled(eager, skip_compile)
+    want = eager(*args)
+    row = {"max_diff": max_diff(ours(*args), want), "ours_ms": bench_ms(lambda: ours(*args)),
+           "eager_ms": bench_ms(lambda: eager(*args))}
+    row["compile_ms"] = bench_ms(lambda: comp(*args)) if comp else None
+    row["speedup_vs_eager"] = row["eager_ms"] / row["ours_ms"]
+    row["speedup_vs_compile"] = row["compile_ms"] / row["ours_ms"] if comp else None
+    return row
+
+
+def run_gpu(args) -> dict:
+    import torch
+    torch.backends.cudnn.benchmark = True
+    torch._dynamo.config.cache_size_limit = 256
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    peak, peak_source = hbm_peak(torch)
+    cases, rows = chains(), []
+    for dt in args.dtypes:
+        for b in args.batches:
+            for c, h, w in IN_SHAPES:
+                x = torch.randn(b, c, h, w, device="cuda", dtype=dtypes[dt])
+                r = torch.randn_like(x)
+                for name in ("in_relu", "in_residual"):
+                    row = time_case(*cases[name], (x, r), args.no_compile)
+                    nbytes = x.nbytes * (3 if name == "in_residual" else 2)
+                    row.update(kind="in", case=name, dtype=dt, shape=[b, c, h, w], gbps=nbytes / (row["ours_ms"] * 1e6))
+                    row["peak_fraction"] = row["gbps"] * 1e9 / peak
+                    rows.append(row)
+                    print(_line(row), flush=True)
+            for name, ic, h, w, oc, k, p, s in CONV_SHAPES:
+                x = torch.randn(b, ic, h, w, device="cuda", dtype=dtypes[dt])
+                wt = torch.randn(oc, ic, k, k, device="cuda", dtype=dtypes[dt]) / (ic * k * k) ** 0.5
+                bias = torch.randn(oc, device="cuda", dtype=dtypes[dt])
+                row = time_case(*cases["conv"], (x, wt, bias, p, s), args.no_compile)
+                oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+                flops = 2 * b * oc * oh * ow * ic * k * k
+                row.update(kind="conv", case=name, dtype=dt, shape=[b, ic, h, w, oc, k, p, s],
+                           tflops=flops / (row["ours_ms"] * 1e9), cudnn_tflops=flops / (row["eager_ms"] * 1e9))
+                rows.append(row)
+                print(_line(row), flush=True)
+        rows.append(generator_row(dt, dtypes[dt]))
+        print(_line(rows[-1]), flush=True)
+    return {"device": torch.cuda.get_device_name(), "hbm_peak_gbps": peak / 1e9, "peak_source": peak_source,
+            "torch": torch.__version__, "triton": __import__("triton").__version__, "cuda": torch.version.cuda,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "cudnn_benchmark": True,
+            "goals": GOALS, "rows": rows}
+
+
+def generator_row(dt: str, dtype) -> dict:
+    """resnet_9blocks forward at 1x3x256x256: patched against unpatched (eager)."""
+    import copy
+
+    import torch
+
+    from gantk.kernels import patch
+    from gantk.models import define_G
+    net = define_G(3, 3, 64, "resnet_9blocks", norm="instance").to("cuda", dtype).eval()
+    fused = patch(copy.deepcopy(net))
+    x = torch.rand(1, 3, 256, 256, device="cuda", dtype=dtype) * 2 - 1
+    with torch.no_grad():
+        row = {"max_diff": max_diff(fused(x), net(x)), "ours_ms": bench_ms(lambda: fused(x)),
+               "eager_ms": bench_ms(lambda: net(x)), "compile_ms": None, "speedup_vs_compile": None}
+    row["speedup_vs_eager"] = row["eager_ms"] / row["ours_ms"]
+    return {**row, "kind": "generator", "case": "resnet_9blocks forward", "dtype": dt, "shape": [1, 3, 256, 256]}
+
+
+def _f(v, spec=".3f", unit=""):
+    return "-" if v is None else format(v, spec) + unit
+
+
+def _line(r) -> str:
+    extra = (f"{r['gbps']:.0f} GB/s ({r['peak_fraction']:.0%} of peak)" if r["kind"] == "in"
+             else f"{r['tflops']:.1f} TFLOP/s (cuDNN {r['cudnn_tflops']:.1f})" if r["kind"] == "conv" else "")
+    return (f"{r['kind']:<9} {r['case']:<22} {r['dtype']:<5} {str(r['shape']):<28} ours {r['ours_ms']:.3f} ms, "
+            f"eager {r['eager_ms']:.3f} ms ({r['speedup_vs_eager']:.2f}x), compile {_f(r['compile_ms'])} ms; {extra}; "
+            f"max |diff| {r['max_diff']:.1e}")
+
+
+def markdown(rep: dict) -> str:
+    g = rep["goals"]
+    lines = [f"# gantk.kernels on {rep['device']}", "",
+             f"torch {rep['torch']}, triton {rep['triton']}, CUDA {rep['cuda']}, {rep['date']}; HBM peak "
+             f"{rep['hbm_peak_gbps']:.0f} GB/s ({rep['peak_source']}); medians of triton.testing.do_bench; "
+             "cuDNN in benchmark mode; compile = torch.compile(fullgraph=True) of the eager chain.", "",
+             f"## InstanceNorm + activation (goal: >= {g['in_peak']:.0%} of HBM peak and >= {g['in_speedup']}x eager)",
+             "", "| case | dtype | N x C x H x W | ours (ms) | eager (ms) | compile (ms) | vs eager | vs compile | GB/s | "
+             "of peak | goal | max diff |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in (r for r in rep["rows"] if r["kind"] == "in"):
+        met = r["peak_fraction"] >= g["in_peak"] and r["speedup_vs_eager"] >= g["in_speedup"]
+        lines.append(f"| {r['case']} | {r['dtype']} | {'x'.join(map(str, r['shape']))} | {r['ours_ms']:.3f} | "
+                     f"{r['eager_ms']:.3f} | {_f(r['compile_ms'])} | {r['speedup_vs_eager']:.2f}x | "
+                     f"{_f(r['speedup_vs_compile'], '.2f', 'x')} | {r['gbps']:.0f} | {r['peak_fraction']:.0%} | "
+                     f"{'met' if met else 'missed'} | {r['max_diff']:.1e} |")
+    lines += ["", f"## Reflect-pad conv (goal at batch 1: >= {g['conv_speedup_b1']}x F.pad + cuDNN)", "",
+              "| case | dtype | N, IC, H, W, OC, k, p, s | ours (ms) | F.pad+cuDNN (ms) | compile (ms) | vs cuDNN | "
+              "vs compile | TFLOP/s | cuDNN TFLOP/s | goal | max diff |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in (r for r in rep["rows"] if r["kind"] == "conv"):
+        goal = ("met" if r["speedup_vs_eager"] >= g["conv_speedup_b1"] else "missed") if r["shape"][0] == 1 else "-"
+        lines.append(f"| {r['case']} | {r['dtype']} | {', '.join(map(str, r['shape']))} | {r['ours_ms']:.3f} | "
+                     f"{r['eager_ms']:.3f} | {_f(r['compile_ms'])} | {r['speedup_vs_eager']:.2f}x | "
+                     f"{_f(r['speedup_vs_compile'], '.2f', 'x')} | {r['tflops']:.1f} | {r['cudnn_tflops']:.1f} | "
+                     f"{goal} | "
+                     f"{r['max_diff']:.1e} |")
+    lines += ["", "## Whole generator", "", "| case | dtype | patched (ms) | unpatched (ms) | speed-up | max diff |",
+              "|---|---|---:|---:|---:|---:|"]
+    for r in (r for r in rep["rows"] if r["kind"] == "generator"):
+        lines.append(f"| {r['case']} | {r['dtype']} | {r['ours_ms']:.3f} | {r['eager_ms']:.3f} | "
+                     f"{r['speedup_vs_eager']:.2f}x | {r['max_diff']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.interpret:
+        os.environ["TRITON_INTERPRET"] = "1"  # before gantk.kernels defines its kernels
+        return smoke()
+    import torch
+    if not torch.cuda.is_available():
+        print("benchmarks/kernels.py: no CUDA GPU here, nothing to measure (use --interpret for a CPU smoke run)",
+              file=sys.stderr)
+        return 2
+    rep = run_gpu(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "_", rep["device"].lower()).strip("_")
+    (out / f"kernels_{slug}.json").write_text(json.dumps(rep, indent=1))
+    (out / f"kernels_{slug}.md").write_text(markdown(rep))
+    print(f"wrote {out / f'kernels_{slug}.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""gantk.kernels: Triton kernels for the generators' memory-bound chains.
+
+- `instance_norm_act`: InstanceNorm (+ affine) + none|relu|leaky_relu|tanh (+ residual), fp32 statistics.
+- `reflect_pad_conv2d`: reflect-padded convolution as an implicit GEMM, no padded copy.
+- `patch(model)`: swap a gantk generator's matching modules for fused ones, in place.
+
+Both ops are `torch.library.custom_op`s (`gantk::instance_norm_act`, `gantk::reflect_pad_conv2d`) with
+fake kernels and registered autograd, so they trace under torch.compile(fullgraph=True) as opaque
+calls. We use custom_op rather than triton_op: its implementation picks Triton (CUDA tensors, or CPU
+tensors under TRITON_INTERPRET=1) or torch ops (CPU) at run time, and the same registration is
+exercised by the CPU test suite, interpreter included; triton_op's traced-into kernels fail on CPU
+fake tensors under the interpreter. Exports (ONNX, torch.export/AOTI) record the plain torch ops.
+"""
+from gantk.kernels.instance_norm import ACTIVATIONS, instance_norm_act
+from gantk.kernels.patch import (FusedResidualBlock, FusedResnetBlock, InstanceNormAct, ReflectPadConv2d, fused_modules,
+                                 patch)
+from gantk.kernels.reflect_conv import reflect_pad_conv2d
+from gantk.kernels.runtime import HAS_TRITON, INTERPRET, use_triton
+
+__all__ = ["ACTIVATIONS", "HAS_TRITON", "INTERPRET", "FusedResidualBlock", "FusedResnetBlock", "InstanceNormAct",
+           "ReflectPadConv2d", "fused_modules", "instance_norm_act", "patch", "reflect_pad_conv2d", "use_triton"]

@@ -1,0 +1,55 @@
+"""When the Triton kernels run, and the small layout helpers both ops share."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    HAS_TRITON = True
+except ImportError:  # the ops still work: every call takes the torch path
+    triton = None
+    HAS_TRITON = False
+
+# Triton decides at decoration time whether a @triton.jit kernel is interpreted, so this is read once,
+# when gantk.kernels is imported (set TRITON_INTERPRET=1 before that to run the kernels on CPU tensors).
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def use_triton(t: torch.Tensor) -> bool:
+    """Triton for CUDA tensors, and for CPU tensors under TRITON_INTERPRET=1; torch ops otherwise."""
+    return HAS_TRITON and (t.device.type == "cpu" if INTERPRET else t.is_cuda)
+
+
+def exporting() -> bool:
+    """True while ONNX/TorchScript tracing or torch.export traces a model: the plain torch ops must be
+    recorded then, never our custom ops (torch.compile, which can run them, answers False)."""
+    if torch.compiler.is_exporting():
+        return True
+    if torch.compiler.is_compiling():
+        return False
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for NHWC tensors, else contiguous (NCHW): the layout outputs are given."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def dense(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """`t` in layout `fmt` (a copy only when it is not already)."""
+    return t if t.is_contiguous(memory_format=fmt) else t.contiguous(memory_format=fmt)
+
+
+def cuda_programs(device: torch.device, per_sm: int = 4) -> int:
+    """Programs that keep every SM busy (a small fixed number when interpreting on CPU)."""
+    if device.type != "cuda":
+        return 8
+    return per_sm * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()

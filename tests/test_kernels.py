@@ -1,0 +1,363 @@
+"""Triton kernels (gantk.kernels) against torch eager: forward and gradients, patched generators, exports.
+
+On a CPU-only machine conftest.py sets TRITON_INTERPRET=1, so the Triton kernels themselves run
+(interpreted) on CPU tensors; with a GPU the same tests run the compiled kernels on CUDA tensors.
+Tolerances: fp32 1e-5 of the reference's scale (max |ref|, at least 1); fp16 and bf16 6 units of
+their machine epsilon (2^-10, 2^-7) of that scale, against a reference computed in fp32 from the same
+rounded inputs.
+"""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+pytest.importorskip("triton")
+import gantk.kernels.instance_norm as ina  # noqa: E402
+from gantk.errors import GantkError  # noqa: E402
+from gantk.kernels import (ACTIVATIONS, FusedResidualBlock, FusedResnetBlock, InstanceNormAct,  # noqa: E402
+                           ReflectPadConv2d, fused_modules, instance_norm_act, patch, reflect_pad_conv2d, use_triton)
+from gantk.models import define_G  # noqa: E402
+from gantk.models.style import TransformerNet  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+REL_TOL = {"fp32": 1e-5, "fp16": 6 * 2**-10, "bf16": 6 * 2**-7}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def assert_close(got, want, dtype, what=""):
+    scale = max(want.abs().max().item(), 1.0)
+    err = (got.float() - want.float()).abs().max().item()
+    assert err <= REL_TOL[dtype] * scale, f"{what}: max error {err:.3g} > {REL_TOL[dtype]} x {scale:.3g}"
+
+
+def leaf(t, dtype="fp32", channels_last=False):
+    t = t.to(DEVICE, DTYPES[dtype])
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t.requires_grad_()
+
+
+def test_kernels_run_triton_here():
+    """The tests below exercise the Triton kernels, not the torch fallback."""
+    assert use_triton(torch.empty(1, device=DEVICE))
+
+
+# Compiles (not runs) kernel variants for an H100 (sm_90) with Triton's own compiler and ptxas, no GPU
+# needed: catches what the interpreter lets through (types, constexpr branches, dot shapes).
+COMPILE_CHECK = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from gantk.kernels import instance_norm as ina, reflect_conv as rc
+
+def build(jit, dtype, consts, **options):
+    sig = {a: "constexpr" if a in consts else "*" + dtype if a.endswith("_ptr") else
+           "fp32" if a in ("eps", "slope") else "i32" for a in jit.arg_names}
+    triton.compile(ASTSource(jit, sig, consts), target=GPUTarget("cuda", 90, 32), options=options)
+
+for dtype, act, one in (("fp16", 1, True), ("bf16", 3, False), ("fp32", 2, False)):
+    blocks = dict(BLOCK_C=1, BLOCK_HW=4096) if one else dict(BLOCK_C=32, BLOCK_HW=128)
+    flags = dict(HAS_W=not one, HAS_B=not one, ACT=act)
+    build(ina._in_fwd_kernel, dtype, dict(flags, HAS_RES=not one, ONE_PASS=one, S_BLOCK=8, **blocks))
+    build(ina._in_bwd_kernel, dtype, dict(flags, ONE_PASS=one, S_BLOCK=8, **blocks))
+    if not one:
+        build(ina._in_stats_kernel, dtype, blocks)
+        build(ina._in_bwd_sums_kernel, dtype, dict(flags, **blocks))
+for dtype, precision in (("fp16", "tf32"), ("bf16", "tf32"), ("fp32", "ieee")):
+    m, n, k, stages, warps = rc.GPU_TILES[0]
+    build(rc._reflect_conv_kernel.fn, dtype, dict(PAD=1, STRIDE=2, KH=3, KW=3, HAS_BIAS=True, DOT_FP32=False,
+          PRECISION=precision, BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), num_warps=warps, num_stages=stages)
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_sm90():
+    """Forward/backward IN kernels (one-pass and split, each activation) and the conv kernel (each dtype)
+    compile to H100 machine code."""
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    out = subprocess.run([sys.executable, "-c", COMPILE_CHECK], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
+
+
+# --- instance_norm_act -----------------------------------------------------------------------------------
+IN_CASES = [  # (shape, affine, residual, channels_last, forced tile: small tiles split each row over programs)
+    ((2, 3, 5, 7), True, True, False, None),
+    ((1, 4, 2, 3), False, False, True, None),
+    ((3, 2, 3, 2), True, False, False, 4),
+    ((1, 5, 9, 11), False, True, True, 32),
+    ((2, 3, 13, 9), True, True, False, 32),
+    ((4, 3, 7, 9), False, False, False, 16),  # enough rows: one program loops over its whole row
+]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("shape,affine,residual,channels_last,tile", IN_CASES)
+def test_instance_norm_act_matches_eager(monkeypatch, shape, affine, residual, channels_last, tile, activation, dtype):
+    """Given odd/tiny sizes, both layouts and split rows, out and all gradients equal F.instance_norm + act (+ r)."""
+    if tile:
+        monkeypatch.setattr(ina, "TILE", tile)
+    g = torch.Generator().manual_seed(sum(shape))
+    x = leaf(torch.randn(shape, generator=g) * 3 + 1, dtype, channels_last)
+    c = shape[1]
+    w = leaf(torch.rand(c, generator=g) + 0.5) if affine else None
+    b = leaf(torch.randn(c, generator=g)) if affine else None
+    r = leaf(torch.randn(shape, generator=g), dtype) if residual else None
+    y = instance_norm_act(x, w, b, activation=activation, negative_slope=0.1, residual=r)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    ref_in = [t.detach().float().requires_grad_() if t is not None else None for t in (x, w, b, r)]
+    xf, wf, bf, rf = ref_in
+    ref = F.instance_norm(xf, weight=wf, bias=bf, eps=1e-5)
+    ref = {"none": ref, "relu": F.relu(ref), "leaky_relu": F.leaky_relu(ref, 0.1), "tanh": torch.tanh(ref)}[activation]
+    ref = ref + rf if residual else ref
+    assert_close(y, ref, dtype, "forward")
+
+    dy = torch.randn(shape, generator=g).to(DEVICE, y.dtype)
+    named = {k: (t, t_ref) for k, t, t_ref in zip("xwbr", (x, w, b, r), ref_in) if t is not None}
+    grads = torch.autograd.grad(y, [t for t, _ in named.values()], dy)
+    want = torch.autograd.grad(ref, [t for _, t in named.values()], dy.float())
+    for (name, (t, _)), got, exp in zip(named.items(), grads, want):
+        assert got.dtype == t.dtype
+        assert_close(got, exp, dtype, f"d{name}")
+
+
+def test_instance_norm_act_statistics_are_fp32_for_large_offsets():
+    """fp16 input with a large mean and small spread: fp32 statistics keep the normalised values exact."""
+    x = (1000 + torch.randn(1, 2, 4, 5)).to(DEVICE, torch.float16)
+    y = instance_norm_act(x, activation="none")
+    ref = F.instance_norm(x.float())
+    assert_close(y, ref, "fp16")
+
+
+def test_instance_norm_act_rejects_bad_input():
+    x = torch.randn(1, 3, 4, 4, device=DEVICE)
+    with pytest.raises(GantkError, match="activation 'gelu'"):
+        instance_norm_act(x, activation="gelu")
+    with pytest.raises(GantkError, match="weight of shape"):
+        instance_norm_act(x, torch.ones(4, device=DEVICE))
+    with pytest.raises(GantkError, match="residual of shape"):
+        instance_norm_act(x, residual=torch.ones(1, 3, 4, 5, device=DEVICE))
+    with pytest.raises(GantkError, match="NCHW"):
+        instance_norm_act(torch.randn(3, 4, 4, device=DEVICE))
+
+
+# --- reflect_pad_conv2d ----------------------------------------------------------------------------------
+CONV_CASES = [  # (N, IC, H, W, OC, k, padding, stride, bias, channels_last)
+    (2, 3, 5, 7, 4, 3, 1, 1, True, False),
+    (1, 5, 2, 3, 3, 3, 1, 1, False, True),     # H = 2: the reflection of a 2-row image
+    (2, 4, 3, 3, 6, 3, 1, 2, True, False),     # stride 2
+    (1, 3, 8, 6, 2, 7, 3, 1, True, True),      # ResNet's 7x7 first/last conv
+    (1, 37, 5, 4, 40, 3, 1, 1, True, False),   # channels past one tile on both sides
+    (1, 2, 5, 6, 3, 9, 4, 2, False, False),    # TransformerNet-style 9x9, stride 2
+]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("n,ic,h,w,oc,k,p,s,bias,channels_last", CONV_CASES)
+def test_reflect_pad_conv2d_matches_eager(n, ic, h, w, oc, k, p, s, bias, channels_last, dtype):
+    """Given odd, tiny and strided shapes, out and gradients equal F.pad(reflect) + F.conv2d (in fp32)."""
+    g = torch.Generator().manual_seed(n * 100 + ic + k)
+    x = leaf(torch.randn(n, ic, h, w, generator=g), dtype, channels_last)
+    wt = leaf(torch.randn(oc, ic, k, k, generator=g) / k, dtype)
+    b = leaf(torch.randn(oc, generator=g), dtype) if bias else None
+    y = reflect_pad_conv2d(x, wt, b, padding=p, stride=s)
+    assert y.dtype == x.dtype
+    ref_in = [t.detach().float().requires_grad_() for t in (x, wt, b) if t is not None]
+    ref = F.conv2d(F.pad(ref_in[0], (p,) * 4, mode="reflect"), ref_in[1], ref_in[2] if bias else None, s)
+    assert y.shape == ref.shape
+    # low precision: the reference sums exactly-representable products in fp32, as the kernel does;
+    # the error scale is the sum of |terms|, not the result
+    scale_ref = F.conv2d(F.pad(ref_in[0].abs(), (p,) * 4, mode="reflect"), ref_in[1].abs(), None, s)
+    err = (y.float() - ref).abs().max().item()
+    assert err <= REL_TOL[dtype] * max(scale_ref.max().item(), 1.0), err
+    dy = torch.randn(ref.shape, generator=g).to(DEVICE, y.dtype)
+    grads = torch.autograd.grad(y, [t for t in (x, wt, b) if t is not None], dy)
+    want = torch.autograd.grad(ref, ref_in, dy.float())
+    for name, got, exp in zip("xwb", grads, want):
+        tol = REL_TOL[dtype] * (8 if name != "x" and dtype != "fp32" else 1)  # dw/db sum many low-precision terms
+        err = (got.float() - exp).abs().max().item()
+        assert err <= tol * max(exp.abs().max().item(), 1.0), (name, err)
+
+
+def test_reflect_pad_conv2d_rejects_bad_input():
+    x = torch.randn(1, 3, 3, 3, device=DEVICE)
+    with pytest.raises(GantkError, match="reflect padding 3"):
+        reflect_pad_conv2d(x, torch.randn(2, 3, 7, 7, device=DEVICE), padding=3)
+    with pytest.raises(GantkError, match="input channels"):
+        reflect_pad_conv2d(x, torch.randn(2, 4, 3, 3, device=DEVICE))
+    with pytest.raises(GantkError, match="share a dtype"):
+        reflect_pad_conv2d(x, torch.randn(2, 3, 3, 3, device=DEVICE, dtype=torch.float16))
+
+
+# --- torch.library registration ----------------------------------------------------------------------------
+def chain(x, w, b, gamma, beta):
+    """pad-conv -> IN + ReLU -> pad-conv -> IN + residual: a ResnetBlock."""
+    h = instance_norm_act(reflect_pad_conv2d(x, w, b), gamma, beta, activation="relu")
+    return instance_norm_act(reflect_pad_conv2d(h, w, b), gamma, beta, activation="none", residual=x)
+
+
+def chain_inputs():
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(2, 4, 5, 6, generator=g), torch.randn(4, 4, 3, 3, generator=g) / 3
+    b, gamma, beta = torch.randn(4, generator=g), torch.rand(4, generator=g) + 0.5, torch.randn(4, generator=g)
+    return [leaf(t) for t in (x, w, b, gamma, beta)]
+
+
+def test_opcheck_fake_kernels_and_autograd():
+    """torch.library.opcheck: schemas, fake (meta) kernels and registered autograd agree with the real ops."""
+    x, w, b, gamma, beta = chain_inputs()
+    torch.library.opcheck(torch.ops.gantk.reflect_pad_conv2d.default, (x, w, b, 1, 1))
+    torch.library.opcheck(torch.ops.gantk.instance_norm_act.default, (x, gamma, beta, 1e-5, "relu", 0.2, x.detach()))
+
+
+@pytest.mark.parametrize("torch_path", [False, True], ids=["triton", "torch-fallback"])
+def test_compile_fullgraph_matches_eager(monkeypatch, torch_path):
+    """torch.compile(fullgraph=True) traces both ops (no graph break) and gives eager's values and gradients."""
+    if torch_path:
+        monkeypatch.setattr("gantk.kernels.runtime.INTERPRET", False)
+        monkeypatch.setattr("gantk.kernels.runtime.HAS_TRITON", False)
+    torch._dynamo.reset()
+    inputs = chain_inputs()
+    compiled = torch.compile(chain, fullgraph=True, backend="aot_eager" if torch_path else "inductor")
+    y, want = compiled(*inputs), chain(*inputs)
+    assert_close(y, want, "fp32", "forward")
+    for got, exp in zip(torch.autograd.grad(y.sum(), inputs), torch.autograd.grad(want.sum(), inputs)):
+        assert_close(got, exp, "fp32", "grad")
+
+
+# --- patch(model) --------------------------------------------------------------------------------------------
+def resnet(dropout=False):
+    torch.manual_seed(0)
+    return define_G(3, 3, 4, "resnet_6blocks", norm="instance", use_dropout=dropout).to(DEVICE)
+
+
+def grads_of(net, x):
+    net.zero_grad()
+    out = net(x)
+    out.square().mean().backward()
+    return out.detach(), {k: p.grad.clone() for k, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_patched_resnet_generator_matches_unpatched(channels_last):
+    """Given a ResNet generator, patch() fuses its chains in place: same keys and Parameters, same output
+    and gradients (fp32, 1e-4 of their scale), and the unpatched state dict loads strictly."""
+    ref = resnet()
+    net = copy.deepcopy(ref)
+    params = [id(p) for p in net.parameters()]
+    assert patch(net) is net
+    assert list(net.state_dict()) == list(ref.state_dict()) and [id(p) for p in net.parameters()] == params
+    kinds = [type(m) for m in net.modules()]
+    assert kinds.count(ReflectPadConv2d) == 14 and kinds.count(InstanceNormAct) == 17
+    assert kinds.count(FusedResnetBlock) == 6 and nn.ReflectionPad2d not in kinds and nn.InstanceNorm2d not in kinds
+    net.load_state_dict(ref.state_dict(), strict=True)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 3, 12, 16, generator=torch.Generator().manual_seed(1)).to(DEVICE, memory_format=fmt)
+    if channels_last:
+        net.to(memory_format=fmt)
+    out, grads = grads_of(net, x)
+    want, want_grads = grads_of(ref, x)
+    assert (out - want).abs().max() <= 1e-4
+    for k in want_grads:
+        assert (grads[k] - want_grads[k]).abs().max() <= 1e-4 * want_grads[k].abs().max() + 1e-6, k
+
+
+def test_patched_generator_with_dropout_keeps_keys():
+    ref = resnet(dropout=True).eval()
+    net = patch(copy.deepcopy(ref))
+    assert list(net.state_dict()) == list(ref.state_dict())
+    x = torch.randn(1, 3, 8, 8, device=DEVICE)
+    with torch.no_grad():
+        assert (net(x) - ref(x)).abs().max() <= 1e-4
+
+
+def test_patched_transformer_net_matches_unpatched():
+    torch.manual_seed(0)
+    ref = TransformerNet().to(DEVICE)
+    net = patch(copy.deepcopy(ref))
+    assert list(net.state_dict()) == list(ref.state_dict())
+    assert sum(isinstance(m, FusedResidualBlock) for m in net.modules()) == 5
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(2)).to(DEVICE) * 2 - 1
+    out, grads = grads_of(net, x)
+    want, want_grads = grads_of(ref, x)
+    assert (out - want).abs().max() <= 1e-4 * want.abs().max()
+    for k in want_grads:
+        assert (grads[k] - want_grads[k]).abs().max() <= 1e-3 * want_grads[k].abs().max() + 1e-6, k
+
+
+def test_batchnorm_unet_is_left_unpatched():
+    """pix2pix's U-Net (BatchNorm, LeakyReLU before conv) has no matching chain."""
+    net = define_G(3, 3, 4, "unet_128", norm="batch")
+    assert fused_modules(patch(net)) == 0
+
+
+def test_patch_rejects_a_bare_module():
+    with pytest.raises(GantkError, match="whole network"):
+        patch(nn.InstanceNorm2d(3))
+
+
+# --- exports of a patched model -------------------------------------------------------------------------------
+def test_onnx_export_of_patched_generator_is_the_standard_graph(tmp_path):
+    """A patched generator exports to the same standard ONNX ops as the unpatched one (no custom domain),
+    and ONNX Runtime reproduces the unpatched eager output."""
+    pytest.importorskip("onnxruntime")
+    from gantk.export import OrtRunner, export_onnx, spec_for_generator
+    from gantk.export.onnx import load_onnx
+    ref = resnet().cpu().eval()
+    net = patch(copy.deepcopy(ref))
+    graphs = {}
+    for name, g in (("plain", ref), ("patched", net)):
+        path = export_onnx(spec_for_generator(copy.deepcopy(g), "cyclegan"), tmp_path / f"{name}.onnx", size=32)
+        model = load_onnx(path)
+        graphs[name] = [(n.domain, n.op_type) for n in model.graph.node]
+    assert graphs["patched"] == graphs["plain"]
+    assert {d for d, _ in graphs["patched"]} <= {"", "ai.onnx"}
+    x = torch.rand(2, 3, 40, 36) * 2 - 1
+    with torch.no_grad():
+        want = ref(x).numpy()
+    got = OrtRunner(tmp_path / "patched.onnx").run({"input": x.numpy()})
+    assert abs(got - want).max() < 1e-4
+
+
+def test_torch_export_of_patched_generator_has_no_custom_ops():
+    """torch.export (the AOTInductor route) records aten ops only."""
+    net = patch(resnet().cpu().eval())
+    ep = torch.export.export(net, (torch.randn(1, 3, 16, 16),))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert not [t for t in targets if "gantk" in t], targets
+
+
+# --- training and the benchmark script -----------------------------------------------------------------------
+def test_train_option_kernels_triton_patches_nets_and_matches_eager(monkeypatch):
+    """--kernels triton (TrainConfig.kernels) patches every net in setup(); the first step matches eager.
+    The fused modules take their torch path here: a whole train step is too slow for the interpreter."""
+    from test_train import assert_first_step_matches_eager
+
+    from gantk.models.cyclegan import CycleGANConfig, CycleGANModel
+    monkeypatch.setattr("gantk.kernels.runtime.INTERPRET", False)
+    model = CycleGANModel(CycleGANConfig(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=32, kernels="triton"))
+    model.setup()
+    assert all(fused_modules(net) > 0 for net in model.nets.values())  # D: Conv -> IN + LeakyReLU
+    assert_first_step_matches_eager(kernels="triton")
+
+
+def test_benchmark_script_interpret_smoke(tmp_path):
+    """benchmarks/kernels.py --interpret runs a tiny case of every chain and writes no results file."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "--interpret"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "instance_norm_act" in out.stdout and "reflect_pad_conv2d" in out.stdout
+    assert not (tmp_path / "benchmarks").exists()
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py")], capture_output=True,
+                                 text=True, timeout=120, cwd=tmp_path)
+        assert refused.returncode == 2 and "no CUDA GPU" in refused.stderr
