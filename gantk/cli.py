@@ -97,6 +97,8 @@ def train(ctx, model):
 @click.option("--nz", type=int, default=None, help="bicyclegan: length of z (default: from the checkpoint, else 8)")
 @click.option("--nl", type=click.Choice(["relu", "lrelu", "elu"]), default=None,
               help="bicyclegan: generator non-linearity (default: from the experiment, else relu)")
+@click.option("--kernels", type=click.Choice(["none", "triton"]), default="none", show_default=True,
+              help="triton: fused gantk.kernels ops for the generator's conv/InstanceNorm chains (CUDA)")
 @click.option("--device", default="auto", show_default=True)
 def translate(**o):
     """Translate images with a trained or official generator; writes images, index.html, translate.json."""

@@ -248,14 +248,14 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
                   weights=None, dataroot=None, phase="test", input_path=None, output=None, preprocess="none",
                   load_size=256, crop_size=256, num_test=50, tile=0, tile_overlap=32, tile_stats_size=1024,
                   device="auto", model=None, eval_mode=None, seed=0, aligned=False, n_samples=5, sync=False,
-                  encoder=None, **arch) -> Path:
+                  encoder=None, kernels="none", **arch) -> Path:
     """The `gantk translate` command: returns the output folder (images/, index.html, translate.json).
 
     eval_mode None follows the reference test scripts: networks with BatchNorm (pix2pix) run without
     eval() (batch statistics, dropout on), others in eval mode; BicycleGAN always in eval mode.
     """
     from gantk.models import prepare_for_inference, size_multiple
-    from gantk.models.base import resolve_device
+    from gantk.models.base import apply_kernels, resolve_device
     from gantk.nn.layers import has_batchnorm
     torch.manual_seed(seed)  # makes test-time dropout (pix2pix without --eval) reproducible
     family = model or saved_options(name, checkpoints_dir).get("model", "cyclegan")
@@ -267,7 +267,7 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
         if tile:
             raise GantkError("--tile is not supported for --model bicyclegan")
         G, E, path = resolve_bicycle(name, checkpoints_dir, epoch, weights, encoder, arch)
-        prepare_for_inference(G.to(dev), True)  # the BicycleGAN test script always calls eval()
+        prepare_for_inference(apply_kernels(G.to(dev), kernels), True)  # the BicycleGAN test script always calls eval()
         E = E.to(dev) if E is not None else None
         items = read_items(files, aligned, direction, prep, G.arch, size_multiple(G.arch["netG"]))
         scores, rows = translate_bicycle(G, E, items, out, n_samples, sync, seed, dev)
@@ -282,6 +282,9 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     prepare_for_inference(net.to(dev), not has_batchnorm(net) if eval_mode is None else eval_mode)
     if tile and net.inference["bn_mode"] == "batch":
         raise GantkError("--tile needs BatchNorm running statistics: add --eval")
+    if tile and kernels != "none":
+        raise GantkError("--tile swaps the InstanceNorm modules for whole-image statistics: use --kernels none with it")
+    apply_kernels(net, kernels)
     multiple = size_multiple(net.arch["netG"])
     mode = "BatchNorm batch statistics" if net.inference["bn_mode"] == "batch" else "eval mode"
     title = f"{Path(path).name}: {len(files)} images ({mode}{', dropout on' if net.inference['dropout'] else ''})"

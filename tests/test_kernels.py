@@ -350,6 +350,28 @@ def test_train_option_kernels_triton_patches_nets_and_matches_eager(monkeypatch)
     assert_first_step_matches_eager(kernels="triton")
 
 
+def test_cli_train_and_translate_with_kernels(monkeypatch, sample_data, tmp_path, capsys):
+    """`gantk train/translate --kernels triton` run (torch path of the fused modules, as on a CPU) and
+    translate to the same images as without; --tile refuses the kernels."""
+    from conftest import tiny_args
+
+    from gantk.cli import main
+    from gantk.io import load_image, pil_to_tensor
+    monkeypatch.setattr("gantk.kernels.runtime.INTERPRET", False)
+    assert main(tiny_args(sample_data["unaligned"], tmp_path, "k", max_iters=1, kernels="triton")) == 0
+    images = {}
+    for kernels in ("none", "triton"):
+        out = tmp_path / kernels
+        assert main(["translate", "--name", "k", "--checkpoints_dir", str(tmp_path), "--num_test", "2",
+                     "--dataroot", str(sample_data["unaligned"]), "--output", str(out), "--kernels", kernels]) == 0
+        images[kernels] = [pil_to_tensor(load_image(f)) for f in sorted(out.glob("images/*_fake.png"))]
+    assert len(images["triton"]) == 2
+    assert all((a - b).abs().max() <= 2 / 255 + 1e-6 for a, b in zip(images["triton"], images["none"]))  # <= 1 level
+    assert main(["translate", "--name", "k", "--checkpoints_dir", str(tmp_path), "--tile", "16",
+                 "--dataroot", str(sample_data["unaligned"]), "--kernels", "triton"]) != 0
+    assert "--kernels none" in capsys.readouterr().err
+
+
 def test_benchmark_script_interpret_smoke(tmp_path):
     """benchmarks/kernels.py --interpret runs a tiny case of every chain and writes no results file."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "--interpret"], capture_output=True,
