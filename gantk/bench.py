@@ -269,6 +269,7 @@ def markdown(doc: dict) -> str:
     lines = [f"# gantk bench: {arch.get('netG', doc['model'].get('gantk_family'))} (ngf {arch.get('ngf', '?')})",
              "", f"- date: {env['date']}", f"- device: {env['device']}; GPU: {env['gpu'] or 'none'}; CPU: {env['cpu']}",
              f"- threads: {env['threads']}; python {env['python']}; {v}",
+             *([f"- command: `{cfg['command']}`"] if cfg.get("command") else []),
              f"- warm-up {cfg['warmup']}, timed runs {cfg['repeats']} (fewer where a call exceeds the "
              f"{cfg.get('budget_s') or '-'} s budget: see runs; median, p10-p90); speed-up vs eager fp32 at "
              "the same batch/size; parity vs eager fp32 on real photos (fp32: max err <= 1e-4; fp16: PSNR >= 40 dB; "

@@ -173,6 +173,20 @@ def _sizes(text: str) -> list[int]:
         raise click.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 128,256") from None
 
 
+def _command_line(ctx: click.Context) -> str:
+    """The command as it could be retyped: the options whose values differ from their defaults."""
+    words = ["gantk", ctx.info_name]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name)
+        if v is None or v == p.default:
+            continue
+        if isinstance(v, bool):
+            words.append(p.opts[0] if v else p.secondary_opts[0])
+        else:
+            words += [p.opts[0], str(v)]
+    return " ".join(words)
+
+
 def generator_source(f):
     """Options naming a generator: a trained experiment, a generator file, or an architecture."""
     for option in reversed([
@@ -259,6 +273,7 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
     spec, label = load_spec(**src)
     doc = run_bench(spec, names, _sizes(batches), _sizes(sizes), load_photos(image_source), str(dev), warmup,
                     repeats, threads, budget_s, log=click.echo)
+    doc["config"]["command"] = _command_line(click.get_current_context())
     for path in write_results(doc, out or f"./bench/{label}_{dev.type}"):
         click.echo(f"wrote {path}")
 
