@@ -297,3 +297,21 @@ def test_bicyclegan_generator_exports_with_latent_input(tmp_path, photos):
     assert np.abs(a - b).max() > 1e-3  # the latent code still steers the exported generator
     with pytest.raises(GantkError, match="needs a latent z"):
         runner(x)
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "fast_style"])
+def test_aoti_parity_for_the_other_families(tmp_path, photos, family):
+    """AOTInductor packages of the U-Net (BatchNorm, per-image statistics) and the fast-style network:
+    batch 2 at two sizes, dynamic shapes."""
+    if family == "pix2pix":
+        spec, sizes, max_size = spec_for_generator(generator("unet_128", "batch"), "pix2pix", "batch"), [128, 256], 256
+    else:
+        from gantk.models.style import TransformerNet
+        torch.manual_seed(0)
+        net = TransformerNet()
+        with torch.no_grad():
+            net.deconv3.conv2d.weight.mul_(50)
+        spec, sizes, max_size = spec_for_generator(net), [32, 44], 64
+    manifest = run_export(spec, tmp_path, ["aoti"], photos, sizes, max_batch=2, max_size=max_size, log=lambda s: None)
+    assert manifest["passed"] and [r["input"] for r in manifest["parity"][0]["rows"]] == [
+        f"2x3x{s}x{s}" for s in sizes]
