@@ -227,6 +227,8 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                     if budget_s and first_s > budget_s / 2:  # the first call may include compilation: time one more
                         t = time.perf_counter()
                         prep.run(*xs)
+                        if dev.type == "cuda":
+                            torch.cuda.synchronize(dev)
                         per_call = time.perf_counter() - t
                     fit = int(budget_s / max(per_call, 1e-9)) if budget_s else repeats  # calls the budget allows
                     n_warm, n_runs = min(warmup, fit), max(1, min(repeats, fit))
