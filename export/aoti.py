@@ -11,7 +11,7 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.export.runners import Runner, read_sidecar, sidecar
-from gantk.export.spec import ExportSpec
+from gantk.export.spec import ExportSpec, on_device
 
 
 def export_aoti(spec: ExportSpec, path: str | Path, max_batch: int = 16, max_size: int = 1024,
@@ -27,10 +27,9 @@ def export_aoti(spec: ExportSpec, path: str | Path, max_batch: int = 16, max_siz
     h = torch.export.Dim("h", min=1, max=max_size // m)
     w = torch.export.Dim("w", min=1, max=max_size // m)
     dev = torch.device(device)
-    net = spec.net.to(dev).eval()
     inputs = tuple(t.to(dev) for t in spec.example_inputs(batch=2, size=2 * m))
     shapes = ({0: batch, 2: m * h, 3: m * w},) + (({0: batch},) if spec.nz else ())
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), on_device(spec.net, dev) as net:
         warnings.simplefilter("ignore")
         program = torch.export.export(net, inputs, dynamic_shapes=shapes)
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))

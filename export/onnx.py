@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
-from gantk.export.spec import ExportSpec
+from gantk.export.spec import ExportSpec, on_device
 
 DEFAULT_OPSET = 17
 
@@ -30,13 +30,12 @@ def export_onnx(spec: ExportSpec, path: str | Path, opset: int = DEFAULT_OPSET, 
     onnx = _onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    spec.net.to("cpu").float().eval()
     example = spec.example_inputs(batch=1, size=size or spec.default_size())
     dims = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     if spec.nz:
         dims["z"] = {0: "batch"}
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), on_device(spec.net, "cpu"):
         warnings.simplefilter("ignore")
         torch.onnx.export(spec.net, example, buf, dynamo=False, opset_version=opset, do_constant_folding=True,
                           input_names=spec.input_names, output_names=["output"], dynamic_axes=dims)
@@ -194,6 +193,12 @@ def convert_precision(model, dtype: str = "fp16"):
     meta["precision"] = dtype
     set_metadata(m, meta)
     return onnx.shape_inference.infer_shapes(m)
+
+
+def write_precision_variant(base: str | Path, precision: str) -> Path:
+    """`<base>.<precision>.onnx` next to the fp32 file `<base>.onnx` (see convert_precision)."""
+    base = Path(base)
+    return save_onnx(convert_precision(load_onnx(base), precision), base.with_suffix(f".{precision}.onnx"))
 
 
 def _cast_tensor(arr: np.ndarray, name: str, low: int):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from gantk.errors import GantkError
-from gantk.export.onnx import convert_precision, export_onnx, lint_tensorrt, load_onnx, save_onnx
+from gantk.export.onnx import export_onnx, lint_tensorrt, load_onnx, write_precision_variant
 from gantk.export.parity import ParityReport, check_parity
 from gantk.export.runners import load_runner, sidecar
 from gantk.export.spec import ExportSpec
@@ -69,8 +69,7 @@ def run_export(spec: ExportSpec, out_dir: str | Path, formats: list[str], photos
         if key not in done:
             base = done.get("onnx") or export_onnx(spec, out / f"{name}.onnx", opset)
             done["onnx"] = base
-            path = base if precision == "fp32" else save_onnx(convert_precision(load_onnx(base), precision),
-                                                             out / f"{name}.{precision}.onnx")
+            path = base if precision == "fp32" else write_precision_variant(base, precision)
             _lint(load_onnx(path), path)
             done[key] = path
             write_trtexec(path, precision)
@@ -94,9 +93,7 @@ def run_export(spec: ExportSpec, out_dir: str | Path, formats: list[str], photos
             verify(onnx_file(precision), precision, device)
         elif fmt == "aoti":
             from gantk.export.aoti import export_aoti
-            path = export_aoti(spec, out / f"{name}.pt2", max_batch, max_size, device)
-            spec.net.to("cpu")
-            done["aoti"] = verify(path, "fp32", device)
+            done["aoti"] = verify(export_aoti(spec, out / f"{name}.pt2", max_batch, max_size, device), "fp32", device)
         elif fmt.startswith("trt"):
             from gantk.export.tensorrt import build_engine, import_tensorrt
             import_tensorrt()

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
-from gantk.io import load_image, pil_to_tensor, save_image
+from gantk.data.transforms import transform
+from gantk.io import load_image, save_image
 
 
 def sidecar(path: str | Path) -> Path:
@@ -49,13 +50,9 @@ class Runner:
         return self.run(feeds)
 
     def translate_file(self, src: str | Path, dst: str | Path, seed: int = 0) -> Path:
-        """Read an image, fit it to the size multiple, run, write the result (PNG in -> PNG out)."""
-        img = load_image(src, "L" if self.metadata.get("gantk_arch", {}).get("input_nc") == 1 else "RGB")
-        m = self.multiple
-        w, h = max(m, img.width // m * m), max(m, img.height // m * m)
-        if (w, h) != img.size:
-            img = img.resize((w, h))
-        x = pil_to_tensor(img)[None]
+        """Read an image, scale it to the size multiple as `gantk translate` does, run, write the result."""
+        gray = self.metadata.get("gantk_arch", {}).get("input_nc") == 1
+        x = transform(load_image(src), "none", 0, 0, None, grayscale=gray, base=self.multiple)[None]
         z = torch.randn(1, self.nz, generator=torch.Generator().manual_seed(seed)) if self.nz else None
         return save_image(torch.from_numpy(self(x, z)), dst)
 

@@ -1,6 +1,7 @@
 """What an export needs to know about a generator: the module, its inputs, size rules, metadata."""
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,17 @@ class ExportSpec:
                                   "(the reference test script's batch statistics at batch size 1)",
                                   "none": "InstanceNorm (per-image statistics)"}[self.bn_mode],
                 "bn_mode": self.bn_mode, "nz": self.nz, "precision": "fp32"}
+
+
+@contextlib.contextmanager
+def on_device(net: nn.Module, device):
+    """Run a block with `net` (fp32, eval mode) on `device`, then put it back where it was."""
+    home = next(net.parameters()).device
+    net.to(device).float().eval()
+    try:
+        yield net
+    finally:
+        net.to(home)
 
 
 class _PerImageNorm(nn.Module):

@@ -87,18 +87,14 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
 
 
 def _onnx_file(spec, workdir: Path, precision: str = "fp32") -> Path:
-    from gantk.export.onnx import convert_precision, export_onnx, load_onnx, save_onnx
+    from gantk.export.onnx import export_onnx, write_precision_variant
     base = workdir / "model.onnx"
     if not base.exists():
-        device = next(spec.net.parameters()).device
-        export_onnx(spec, base)  # traced on the CPU
-        spec.net.to(device)
+        export_onnx(spec, base)
     if precision == "fp32":
         return base
-    path = workdir / f"model.{precision}.onnx"
-    if not path.exists():
-        save_onnx(convert_precision(load_onnx(base), precision), path)
-    return path
+    path = base.with_suffix(f".{precision}.onnx")
+    return path if path.exists() else write_precision_variant(base, precision)
 
 
 def _prepare_ort(name, spec, device, workdir, t0) -> Prepared:
