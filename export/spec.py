@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +111,7 @@ def load_spec(name=None, checkpoints_dir="./checkpoints", epoch="latest", direct
               weights=None, bn_mode="batch", model="auto", **arch) -> tuple[ExportSpec, str]:
     """(spec, label) for a trained experiment (--name), a generator file (--weights), or, with only
     --netG, a randomly initialised architecture (for pure speed measurements)."""
-    from gantk.translate import resolve_generator
+    from gantk.translate import resolve_generator, saved_options
     given = {k: v for k, v in arch.items() if v is not None}
     if not name and not weights:
         if not given.get("netG"):
@@ -121,9 +120,8 @@ def load_spec(name=None, checkpoints_dir="./checkpoints", epoch="latest", direct
         net = define_G(given.get("input_nc", 3), given.get("output_nc", 3), given.get("ngf", 64), given["netG"],
                        norm=given.get("norm", "instance"), use_dropout=not given.get("no_dropout", True))
         return spec_for_generator(net, "random", bn_mode), f"{given['netG']}_random"
-    if model == "auto" and name:
-        opt_file = Path(checkpoints_dir) / name / "train_opt.json"
-        model = json.loads(opt_file.read_text()).get("model", "auto") if opt_file.is_file() else "auto"
+    if model == "auto":
+        model = saved_options(name, checkpoints_dir).get("model", "auto")
     label = name or Path(weights).stem
     if model in ("bicyclegan", "fast_style"):
         path = Path(weights) if weights else Path(checkpoints_dir) / name / f"{epoch}_net_G.pth"

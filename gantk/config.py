@@ -6,6 +6,15 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from gantk.errors import GantkError
+
+
+def require_positive(cfg, *names: str) -> None:
+    """One-line error for the first option in `names` that is not > 0."""
+    for k in names:
+        if getattr(cfg, k) <= 0:
+            raise GantkError(f"--{k} must be positive, got {getattr(cfg, k)}")
+
 
 def opt(default, help: str, choices: tuple | None = None, off: str | None = None):
     """A config field with CLI help; `choices` restricts values, `off` names a flag that sets a bool False."""

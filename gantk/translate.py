@@ -162,9 +162,7 @@ def resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, *
         if not name:
             raise GantkError("give --name (a trained experiment) or --weights (a generator file)")
         folder = Path(checkpoints_dir) / name
-        opt_file = folder / "train_opt.json"
-        if opt_file.is_file():
-            saved = json.loads(opt_file.read_text())
+        saved = saved_options(name, checkpoints_dir)
         which = which or (("G_A" if direction == "AtoB" else "G_B") if saved.get("model", "cyclegan") == "cyclegan" else "G")
         path = folder / f"{epoch}_net_{which}.pth"
         if not path.is_file() and which == "G_A" and (folder / f"{epoch}_net_G.pth").is_file():

@@ -163,7 +163,10 @@ class BaseModel:
 
     # --- the contract each family implements ---
     def set_input(self, batch: dict) -> None:
-        raise NotImplementedError
+        """real_A / real_B from an {A, B} batch, swapped by --direction (families with other data override)."""
+        a2b = self.cfg.direction == "AtoB"
+        self.real_A = self.to_input(batch["A" if a2b else "B"])
+        self.real_B = self.to_input(batch["B" if a2b else "A"])
 
     def optimize_parameters(self) -> None:
         raise NotImplementedError

@@ -250,11 +250,6 @@ class BicycleGANModel(BaseModel):
         self.rng = RandomStream(cfg.seed * 7919 + 1009 + rank, self.device)  # z, eps, dropout masks
         self.skipped = 0
 
-    def set_input(self, batch):
-        a2b = self.cfg.direction == "AtoB"
-        self.real_A = self.to_input(batch["A" if a2b else "B"])
-        self.real_B = self.to_input(batch["B" if a2b else "A"])
-
     def random_z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.nz, device=self.device)
 

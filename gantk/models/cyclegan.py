@@ -47,11 +47,6 @@ class CycleGANModel(BaseModel):
         self.fake_A_pool = ImagePool(cfg.pool_size, cfg.seed * 7919 + 2 * rank)
         self.fake_B_pool = ImagePool(cfg.pool_size, cfg.seed * 7919 + 2 * rank + 1)
 
-    def set_input(self, batch):
-        a2b = self.cfg.direction == "AtoB"
-        self.real_A = self.to_input(batch["A" if a2b else "B"])
-        self.real_B = self.to_input(batch["B" if a2b else "A"])
-
     def forward(self):
         G = self.fwd
         self.fake_B = G["G_A"](self.real_A)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gantk.config import TrainConfig, opt
-from gantk.errors import DataError, GantkError
+from gantk.config import TrainConfig, opt, require_positive
+from gantk.errors import DataError
 from gantk.io import image_grid
 from gantk.models.base import BaseModel
 from gantk.nn import GANLoss, set_requires_grad
@@ -135,9 +135,7 @@ class MnistGANModel(BaseModel):
 
     @classmethod
     def check_config(cls, cfg: MnistGANConfig) -> None:
-        for k in ("latent_dim", "hidden_dim", "n_samples"):
-            if getattr(cfg, k) <= 0:
-                raise GantkError(f"--{k} must be positive, got {getattr(cfg, k)}")
+        require_positive(cfg, "latent_dim", "hidden_dim", "n_samples")
 
     @classmethod
     def make_dataset(cls, cfg: MnistGANConfig, phase: str):

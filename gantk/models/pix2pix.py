@@ -44,11 +44,6 @@ class Pix2PixModel(BaseModel):
         self.fake_AB_pool = ImagePool(cfg.pool_size, cfg.seed * 7919 + rank)
         self.rng = RandomStream(cfg.seed * 7919 + 1009 + rank, self.device)  # dropout masks
 
-    def set_input(self, batch):
-        a2b = self.cfg.direction == "AtoB"
-        self.real_A = self.to_input(batch["A" if a2b else "B"])
-        self.real_B = self.to_input(batch["B" if a2b else "A"])
-
     def forward(self):
         self.fake_B = self.fwd["G"](self.real_A)
 

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from gantk.checkpoints import TRAIN_STATE_FORMAT, atomic_save, load_state_dict_checked, read_checkpoint
-from gantk.config import TrainConfig
+from gantk.config import TrainConfig, require_positive
 from gantk.data import EpochSampler
 from gantk.errors import GantkError
 from gantk.models import get_model_class
@@ -28,10 +28,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise GantkError("--dataroot is required: a folder in the reference layout (see `gantk data sample`)")
     if not Path(cfg.dataroot).is_dir():
         raise GantkError(f"--dataroot {cfg.dataroot}: no such folder")
-    for k in ("batch_size", "crop_size", "load_size", "ngf", "ndf", "save_epoch_freq",
-              "save_latest_freq", "print_freq", "display_freq"):
-        if getattr(cfg, k) <= 0:
-            raise GantkError(f"--{k} must be positive, got {getattr(cfg, k)}")
+    require_positive(cfg, "batch_size", "crop_size", "load_size", "ngf", "ndf", "save_epoch_freq",
+                     "save_latest_freq", "print_freq", "display_freq")
     get_model_class(cfg.model_name()).check_config(cfg)
 
 
