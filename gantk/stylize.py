@@ -19,7 +19,6 @@ PyTorch neural-style tutorial (Gram normalisation, weights, L-BFGS):
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -60,7 +59,7 @@ def gatys(content: torch.Tensor, style: torch.Tensor, vgg: VGG19, steps: int = 2
         raise GantkError(f"init {init!r}: expected content or noise")
 
     def autocast():  # bf16 needs no loss scaling
-        return torch.autocast(content.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        return torch.autocast(content.device.type, dtype=torch.bfloat16, enabled=amp)
 
     with torch.no_grad(), autocast():
         target = vgg(vgg.normalize(content), [content_layer])[content_layer].float()
@@ -138,7 +137,7 @@ def run_stylize(content: str, out: str, style: str | None = None, model: str | N
     if model:
         net = load_transformer(model).to(dev)
         x = load_batch(content, size or 0, dev)
-        with torch.no_grad(), (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()):
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             y = net(x)
         return save_image(y.float().clamp(-1, 1), out)
     if steps <= 0:
@@ -155,5 +154,5 @@ def run_stylize(content: str, out: str, style: str | None = None, model: str | N
             save_image(image, step_path(out, step))
 
     y, _ = gatys(x, s, vgg, steps, content_weight, style_weight, optimizer, lr, beta1, style_layers,
-                 content_layer, init, amp, seed, save_steps)
+                 content_layer, init, amp, seed, save_steps if save_every else None)
     return save_image(y, out)
