@@ -55,19 +55,46 @@ def train(ctx, model):
     cmd.main(ctx.args, prog_name="gantk", standalone_mode=False)
 
 
+def _with(options: list):
+    """Apply click option decorators in the order listed."""
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+_NAME = click.option("--name", help="experiment name (reads <checkpoints_dir>/<name>/<epoch>_net_<which>.pth)")
+_GENERATOR_FILE = [
+    click.option("--checkpoints_dir", default="./checkpoints", show_default=True),
+    click.option("--epoch", default="latest", show_default=True, help="which saved epoch"),
+    click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True),
+    click.option("--which", default=None, help="network to run (G_A/G_B for CycleGAN, G); default from --direction"),
+    click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. a downloaded latest_net_G.pth"),
+    click.option("--netG", "netG", default=None, help="architecture of --weights (default: from the checkpoint; "
+                 "export/bench with --netG alone: a randomly initialised one)"),
+    click.option("--ngf", type=int, default=None, help="generator width (default: from the checkpoint, else 64)"),
+    click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None),
+    click.option("--no_dropout/--dropout", "no_dropout", default=None),
+    click.option("--input_nc", type=int, default=None),
+    click.option("--output_nc", type=int, default=None),
+]
+# options naming a generator: a trained experiment or a generator file (translate) ...
+generator_file = _with([_NAME, *_GENERATOR_FILE])
+# ... plus its family and the BatchNorm mode baked into exports (export, bench)
+generator_source = _with([
+    _NAME,
+    click.option("--model", type=click.Choice(["auto", "cyclegan", "pix2pix", "bicyclegan", "fast_style"]),
+                 default="auto", show_default=True, help="generator family (auto: from the experiment's options)"),
+    *_GENERATOR_FILE,
+    click.option("--bn_mode", type=click.Choice(["batch", "eval"]), default="batch", show_default=True,
+                 help="BatchNorm generators (pix2pix): per-image statistics as the reference test script, "
+                      "or running statistics (its --eval)"),
+])
+
+
 @cli.command()
-@click.option("--name", help="experiment name (reads <checkpoints_dir>/<name>/<epoch>_net_<which>.pth)")
-@click.option("--checkpoints_dir", default="./checkpoints", show_default=True)
-@click.option("--epoch", default="latest", show_default=True, help="which saved epoch")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
-@click.option("--which", default=None, help="network to run (G_A/G_B for CycleGAN, G); default from --direction")
-@click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. a downloaded latest_net_G.pth")
-@click.option("--netG", "netG", default=None, help="architecture of --weights (default: from the checkpoint)")
-@click.option("--ngf", type=int, default=None, help="generator width (default: from the checkpoint, else 64)")
-@click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None)
-@click.option("--no_dropout/--dropout", "no_dropout", default=None)
-@click.option("--input_nc", type=int, default=None)
-@click.option("--output_nc", type=int, default=None)
+@generator_file
 @click.option("--dataroot", type=click.Path(file_okay=False),
               help="data set: translates <dataroot>/<phase>A (or B), or the A|B pairs in <dataroot>/<phase>/")
 @click.option("--phase", default="test", show_default=True)
@@ -185,32 +212,6 @@ def _command_line(ctx: click.Context) -> str:
         else:
             words += [p.opts[0], str(v)]
     return " ".join(words)
-
-
-def generator_source(f):
-    """Options naming a generator: a trained experiment, a generator file, or an architecture."""
-    for option in reversed([
-        click.option("--name", help="experiment name (reads <checkpoints_dir>/<name>/<epoch>_net_<which>.pth)"),
-        click.option("--model", type=click.Choice(["auto", "cyclegan", "pix2pix", "bicyclegan", "fast_style"]),
-                     default="auto", show_default=True, help="generator family (auto: from the experiment's options)"),
-        click.option("--checkpoints_dir", default="./checkpoints", show_default=True),
-        click.option("--epoch", default="latest", show_default=True),
-        click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True),
-        click.option("--which", default=None, help="network (G_A/G_B for CycleGAN, G)"),
-        click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. latest_net_G.pth"),
-        click.option("--netG", "netG", default=None, help="architecture of --weights (default: inferred); "
-                     "alone: a randomly initialised one"),
-        click.option("--ngf", type=int, default=None),
-        click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None),
-        click.option("--no_dropout/--dropout", "no_dropout", default=None),
-        click.option("--input_nc", type=int, default=None),
-        click.option("--output_nc", type=int, default=None),
-        click.option("--bn_mode", type=click.Choice(["batch", "eval"]), default="batch", show_default=True,
-                     help="BatchNorm generators (pix2pix): per-image statistics as the reference test script, "
-                          "or running statistics (its --eval)"),
-    ]):
-        f = option(f)
-    return f
 
 
 @cli.command("export")
