@@ -1,4 +1,5 @@
-"""Seconds per CycleGAN training iteration under the speed options (AMP, channels_last, torch.compile).
+"""Seconds per CycleGAN training iteration under the speed options (AMP, channels_last, torch.compile,
+--kernels winograd).
 
 Each configuration runs in its own child process (a fresh interpreter, so no compiled code, caches
 or memory carry over) with a fresh model built from the same seed, and runs the full reference recipe
@@ -46,7 +47,7 @@ from gantk.models.networks import NETG_NAMES, size_multiple
 
 # --- the configurations: every combination of the three speed options -----------------------------
 
-OPTIONS = ("amp", "channels_last", "compile")
+OPTIONS = ("amp", "channels_last", "compile", "winograd")  # winograd: TrainConfig.kernels="winograd"
 BASELINE = "eager"  # eager fp32, contiguous (NCHW): what speed-ups are measured against
 
 
@@ -250,7 +251,9 @@ def measure(name: str, args, cache_root: str, reports) -> None:
         data = batches(a, b, args.batch_size)  # the same input sequence for every config
 
         cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
-                             pool_size=50, seed=args.seed, device=args.device, **CONFIGS[name])
+                             pool_size=50, seed=args.seed, device=args.device,
+                             kernels="winograd" if CONFIGS[name]["winograd"] else "none",
+                             **{o: on for o, on in CONFIGS[name].items() if o != "winograd"})
         torch.manual_seed(args.seed)
         model = CycleGANModel(cfg, device=device)
         model.setup()

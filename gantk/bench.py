@@ -23,9 +23,9 @@ import torch
 
 from gantk.errors import GantkError
 
-BACKENDS = ("eager", "amp", "channels_last", "compile", "compile-max-autotune", "kernels", "aoti",
+BACKENDS = ("eager", "amp", "channels_last", "compile", "compile-max-autotune", "kernels", "winograd", "aoti",
             "ort-cpu", "ort-cuda", "ort-trt", "trt-fp32", "trt-fp16")
-CPU_DEFAULT = ("eager", "amp", "channels_last", "compile", "kernels", "aoti", "ort-cpu", "trt-fp32")
+CPU_DEFAULT = ("eager", "amp", "channels_last", "compile", "kernels", "winograd", "aoti", "ort-cpu", "trt-fp32")
 
 
 class Unavailable(Exception):
@@ -74,6 +74,14 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
             raise Unavailable("Triton kernels need a CUDA GPU (on CPU they fall back to the eager ops)")
         import copy
         return Prepared(patch(copy.deepcopy(net)), "fp32")
+    if name == "winograd":
+        import copy
+
+        from gantk.kernels.winograd import patch_winograd
+        wino = copy.deepcopy(net)
+        if not patch_winograd(wino):
+            raise Unavailable("the generator has no stride-1 3x3 convolution for Winograd F(4x4,3x3)")
+        return Prepared(wino, "fp32")
     if name == "aoti":
         from gantk.export.aoti import AotiRunner, export_aoti
         path = export_aoti(spec, workdir / "model.pt2", max_batch=max(max_batch, 2), max_size=max_size, device=str(device))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from gantk.config import KERNELS, KERNELS_HELP
 from gantk.errors import GantkError
 
 
@@ -124,8 +125,7 @@ generator_source = _with([
 @click.option("--nz", type=int, default=None, help="bicyclegan: length of z (default: from the checkpoint, else 8)")
 @click.option("--nl", type=click.Choice(["relu", "lrelu", "elu"]), default=None,
               help="bicyclegan: generator non-linearity (default: from the experiment, else relu)")
-@click.option("--kernels", type=click.Choice(["none", "triton"]), default="none", show_default=True,
-              help="triton: fused gantk.kernels ops for the generator's conv/InstanceNorm chains (CUDA)")
+@click.option("--kernels", type=click.Choice(KERNELS), default="none", show_default=True, help=KERNELS_HELP)
 @click.option("--device", default="auto", show_default=True)
 def translate(**o):
     """Translate images with a trained or official generator; writes images, index.html, translate.json."""
@@ -246,7 +246,7 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
 @cli.command("bench")
 @generator_source
 @click.option("--backends", default=None, help="comma-separated, from: eager, amp, channels_last, compile, "
-              "compile-max-autotune, kernels, aoti, ort-cpu, ort-cuda, ort-trt, trt-fp32, trt-fp16 (default: all "
+              "compile-max-autotune, kernels, winograd, aoti, ort-cpu, ort-cuda, ort-trt, trt-fp32, trt-fp16 (default: all "
               "that make sense for --device; unavailable ones are listed with the reason)")
 @click.option("--batches", default="1", show_default=True, help="batch sizes, comma-separated")
 @click.option("--sizes", default="256", show_default=True, help="image sizes (square), px, comma-separated")

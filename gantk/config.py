@@ -16,6 +16,11 @@ def require_positive(cfg, *names: str) -> None:
             raise GantkError(f"--{k} must be positive, got {getattr(cfg, k)}")
 
 
+KERNELS = ("none", "triton", "winograd")
+KERNELS_HELP = ("triton: fused gantk.kernels ops for reflect-pad conv and InstanceNorm+activation chains (Triton on "
+                "CUDA, torch ops on CPU); winograd: Winograd F(4x4,3x3) for the 3x3 convolutions (the CPU speed path)")
+
+
 def opt(default, help: str, choices: tuple | None = None, off: str | None = None):
     """A config field with CLI help; `choices` restricts values, `off` names a flag that sets a bool False."""
     return field(default=default, metadata={"help": help, "choices": choices, "off": off})
@@ -78,8 +83,7 @@ class TrainConfig:
     amp_dtype: str = opt("auto", "autocast dtype", ("auto", "bf16", "fp16"))
     channels_last: bool = opt(False, "channels_last memory format for networks and inputs")
     compile: bool = opt(False, "torch.compile the generators and discriminators")
-    kernels: str = opt("none", "triton: fused gantk.kernels ops for reflect-pad conv and InstanceNorm+activation "
-                               "chains (Triton on CUDA, torch ops on CPU)", ("none", "triton"))
+    kernels: str = opt("none", KERNELS_HELP, KERNELS)
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
 
     # --- helpers ---

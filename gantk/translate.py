@@ -280,8 +280,9 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     prepare_for_inference(net.to(dev), not has_batchnorm(net) if eval_mode is None else eval_mode)
     if tile and net.inference["bn_mode"] == "batch":
         raise GantkError("--tile needs BatchNorm running statistics: add --eval")
-    if tile and kernels != "none":
-        raise GantkError("--tile swaps the InstanceNorm modules for whole-image statistics: use --kernels none with it")
+    if tile and kernels == "triton":
+        raise GantkError("--tile swaps the InstanceNorm modules for whole-image statistics: use --kernels none or "
+                         "winograd with it")
     apply_kernels(net, kernels)
     multiple = size_multiple(net.arch["netG"])
     mode = "BatchNorm batch statistics" if net.inference["bn_mode"] == "batch" else "eval mode"

@@ -22,12 +22,13 @@ def small_spec():
 
 
 def test_bench_measures_grades_and_lists_unavailable(photos):
-    doc = bench.run_bench(small_spec(), ["eager", "channels_last", "ort-cpu", "kernels", "trt-fp16", "ort-cuda"],
+    doc = bench.run_bench(small_spec(), ["eager", "channels_last", "winograd", "ort-cpu", "kernels", "trt-fp16",
+                                         "ort-cuda"],
                           [1, 2], [32, 48], photos, "cpu", warmup=1, repeats=3, log=lambda s: None)
     rows = doc["results"]
     ok = [r for r in rows if r["status"] == "ok"]
     assert {(r["backend"], r["batch"], r["size"]) for r in ok} == {
-        (b, n, s) for b in ("eager", "channels_last", "ort-cpu") for n in (1, 2) for s in (32, 48)}
+        (b, n, s) for b in ("eager", "channels_last", "winograd", "ort-cpu") for n in (1, 2) for s in (32, 48)}
     for r in ok:
         assert r["parity"] == "PASS" and r["max_abs"] < 1e-4
         assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]

@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.optim import lr_scheduler
 
 from gantk.checkpoints import load_state_dict_checked
-from gantk.config import TrainConfig
+from gantk.config import KERNELS, TrainConfig
 from gantk.data import make_dataset
 from gantk.errors import GantkError
 from gantk.models.networks import UNET_DOWNS, size_multiple
@@ -53,11 +53,16 @@ def cpu_has_bf16() -> bool:
 
 
 def apply_kernels(net: nn.Module, kernels: str = "none") -> nn.Module:
-    """--kernels triton: swap `net`'s fusable chains for gantk.kernels' ops, in place; none: leave it."""
+    """--kernels: swap `net`'s fusable chains for gantk.kernels' fused ops (triton) or its 3x3 convolutions
+    for Winograd ones (winograd), in place; none: leave it."""
     if kernels == "none":
         return net
+    if kernels == "winograd":
+        from gantk.kernels.winograd import patch_winograd
+        patch_winograd(net)
+        return net
     if kernels != "triton":
-        raise GantkError(f"--kernels {kernels!r}: expected none or triton")
+        raise GantkError(f"--kernels {kernels!r}: expected one of {', '.join(KERNELS)}")
     from gantk.kernels import HAS_TRITON, patch
     if not HAS_TRITON:
         log.warning("--kernels triton: the triton package is missing (pip install 'gantk[gpu]'); "

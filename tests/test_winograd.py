@@ -1,0 +1,152 @@
+"""Winograd F(4x4, 3x3) convolution (gantk.kernels.winograd) against direct convolution and hand truths."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gantk.kernels.winograd import (_AT, _BT, _G, WinogradConv2d, patch_winograd, transform_weight,
+                                    winograd_conv3x3)
+from gantk.models import define_G
+
+
+def test_one_dimensional_transforms_compute_correlation():
+    """The published matrices (Lavin & Gray, points 0, +-1, +-2, inf): A^T[(G g) * (B^T d)] equals the
+    4-output correlation of a 6-sample signal with a 3-tap filter, in float64 (np.correlate as truth)."""
+    at, g_, bt = (np.array(m, dtype=np.float64) for m in (_AT, _G, _BT))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        d, g = rng.normal(size=6), rng.normal(size=3)
+        assert np.allclose(at @ ((g_ @ g) * (bt @ d)), np.correlate(d, g, mode="valid"), atol=1e-12)
+
+
+# (batch, in, out, H, W, padding): tiny (3x3, a single tile, H or W = 2 with padding), odd sizes that
+# leave partial tiles, exact tile multiples, batch > 1
+SHAPES = [(1, 1, 2, 3, 3, 0), (1, 4, 3, 2, 5, 1), (2, 5, 3, 7, 9, 1), (1, 8, 8, 10, 10, 0), (3, 6, 4, 13, 6, 1)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("n,c,o,h,w,p", SHAPES)
+def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, bias):
+    """fp32: output to 1e-5 of its scale, input/weight/bias gradients to 1e-5 of theirs (direct conv
+    rounds differently; the transforms add ~1e-6 relative per tile)."""
+    torch.manual_seed(0)
+    x = torch.randn(n, c, h, w, dtype=torch.float32, requires_grad=True)
+    wt = (torch.randn(o, c, 3, 3) / (3 * c ** 0.5)).requires_grad_()
+    b = torch.randn(o, requires_grad=True) if bias else None
+    want = F.conv2d(x, wt, b, padding=p)
+    got = winograd_conv3x3(x, wt, b, p)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    dy = torch.randn_like(want)
+    inputs = [t for t in (x, wt, b) if t is not None]
+    for g_want, g_got in zip(torch.autograd.grad(want, inputs, dy), torch.autograd.grad(got, inputs, dy)):
+        assert (g_got - g_want).abs().max() <= 1e-5 * g_want.abs().max()
+
+
+def test_only_the_needed_gradients_are_computed():
+    x = torch.randn(1, 3, 8, 8, requires_grad=True)
+    wt = torch.randn(2, 3, 3, 3)  # frozen weight, as D's during the generator step
+    gx, = torch.autograd.grad(winograd_conv3x3(x, wt).sum(), [x])
+    assert torch.allclose(gx, torch.autograd.grad(F.conv2d(x, wt).sum(), [x])[0], atol=1e-5)
+
+
+def test_layouts_and_dtypes():
+    """channels_last in, channels_last out; fp16/bf16 inputs are computed in fp32 and returned in their dtype;
+    under CPU autocast the output has the autocast dtype, like F.conv2d's."""
+    torch.manual_seed(0)
+    x, wt = torch.randn(2, 4, 9, 11), torch.randn(5, 4, 3, 3) / 6
+    want = F.conv2d(x, wt, padding=1)
+    got = winograd_conv3x3(x.contiguous(memory_format=torch.channels_last), wt, padding=1)
+    assert got.is_contiguous(memory_format=torch.channels_last) and torch.allclose(got, want, atol=1e-5)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = winograd_conv3x3(x.to(dtype), wt.to(dtype), padding=1)
+        ref = F.conv2d(x.to(dtype).float(), wt.to(dtype).float(), padding=1)
+        assert got.dtype == dtype and (got.float() - ref).abs().max() <= 2 ** -7 * ref.abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert winograd_conv3x3(x, wt, padding=1).dtype == torch.bfloat16
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="3, 3"):
+        winograd_conv3x3(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 5, 5))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        winograd_conv3x3(torch.randn(1, 2, 2, 8), torch.randn(2, 2, 3, 3))
+
+
+def test_module_caches_the_transformed_weight_until_the_weight_changes():
+    torch.manual_seed(0)
+    conv = WinogradConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1))
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5)
+    cached = conv._cache
+    conv(x)
+    assert conv._cache is cached  # same weight version: not recomputed
+    opt = torch.optim.SGD(conv.parameters(), lr=0.01)
+    conv(x).square().sum().backward()
+    opt.step()  # bumps the weight's version
+    want = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    assert (conv(x) - want).abs().max() <= 1e-5 * want.abs().max()
+    assert torch.allclose(conv._cache, transform_weight(conv.weight))
+
+
+def test_patch_swaps_the_resnet_convs_and_keeps_keys():
+    """resnet_6blocks: 12 stride-1 3x3 convs (2 per block); the 7x7 and strided convs stay. The U-Net has
+    none. Keys, Parameters and (to rounding) outputs are unchanged."""
+    torch.manual_seed(0)
+    ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
+    net = copy.deepcopy(ref)
+    params = list(net.parameters())
+    assert patch_winograd(net) == 12
+    assert list(net.state_dict()) == list(ref.state_dict()) and list(net.parameters()) == params
+    assert sum(isinstance(m, WinogradConv2d) for m in net.modules()) == 12
+    x = torch.rand(2, 3, 36, 44) * 2 - 1
+    with torch.no_grad():
+        assert (net(x) - ref(x)).abs().max() < 1e-4
+    assert patch_winograd(define_G(3, 3, 4, "unet_128", norm="batch")) == 0
+
+
+def test_exports_of_a_patched_generator_record_the_plain_convolution(tmp_path):
+    pytest.importorskip("onnx")
+    from gantk.export import export_onnx, spec_for_generator
+    from gantk.export.onnx import load_onnx
+    torch.manual_seed(0)
+    ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
+    net = copy.deepcopy(ref)
+    patch_winograd(net)
+    ops = {}
+    for name, g in (("plain", ref), ("winograd", net)):
+        path = export_onnx(spec_for_generator(copy.deepcopy(g), "cyclegan"), tmp_path / f"{name}.onnx", size=32)
+        ops[name] = [n.op_type for n in load_onnx(path).graph.node]
+    assert ops["winograd"] == ops["plain"]
+    ep = torch.export.export(net, (torch.randn(1, 3, 16, 16),))
+    convs = [n for n in ep.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    assert len(convs) == len([m for m in ref.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
+
+
+def test_train_option_kernels_winograd_matches_eager():
+    """--kernels winograd (TrainConfig.kernels): the first CycleGAN step's losses and G gradients match eager."""
+    from test_train import assert_first_step_matches_eager
+    assert_first_step_matches_eager(kernels="winograd")
+
+
+def test_cli_translate_with_winograd_and_tiles(sample_data, tmp_path):
+    """`gantk train/translate --kernels winograd` run; translate (also tiled) gives eager's pictures to 1 level."""
+    from conftest import tiny_args
+
+    from gantk.cli import main
+    from gantk.io import load_image, pil_to_tensor
+    assert main(tiny_args(sample_data["unaligned"], tmp_path, "w", max_iters=1, kernels="winograd")) == 0
+    images = {}
+    for kernels, extra in (("none", []), ("winograd", []), ("winograd", ["--tile", "32", "--tile_overlap", "8"])):
+        out = tmp_path / f"{kernels}{len(extra)}"
+        assert main(["translate", "--name", "w", "--checkpoints_dir", str(tmp_path), "--num_test", "2", *extra,
+                     "--dataroot", str(sample_data["unaligned"]), "--output", str(out), "--kernels", kernels]) == 0
+        images[out.name] = [pil_to_tensor(load_image(f)) for f in sorted(out.glob("images/*_fake.png"))]
+    assert len(images["winograd0"]) == 2
+    assert all((a - b).abs().max() <= 2 / 255 + 1e-6 for a, b in zip(images["winograd0"], images["none0"]))
+    assert len(images["winograd4"]) == 2
