@@ -53,6 +53,11 @@ def _tiles(h: int, w: int) -> tuple[int, int]:
     return -(-(h - 2) // M), -(-(w - 2) // M)
 
 
+def _pad_end(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """`t` zero-padded at the bottom and right to (h, w) (no copy when it already is that size)."""
+    return t if t.shape[2:] == (h, w) else F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2]))
+
+
 def _overlap_add(t: torch.Tensor) -> torch.Tensor:
     """(N, C, th, tw, 6, 6) tiles laid at stride 4 -> (N, C, 4th+2, 4tw+2), summing where they overlap."""
     n, c, th, tw = t.shape[:4]
@@ -76,7 +81,7 @@ class _Winograd(torch.autograd.Function):
         o = U.shape[1]
         th, tw = _tiles(h, w)
         KA, _, KB = transforms(x.device)
-        xp = F.pad(x, (0, M * tw + 2 - w, 0, M * th + 2 - h))
+        xp = _pad_end(x, M * th + 2, M * tw + 2)
         d = xp.unfold(2, A, M).unfold(3, A, M).permute(4, 5, 1, 0, 2, 3).reshape(A * A, c * n * th * tw)
         V = (KB @ d).view(A * A, c, n * th * tw)
         y = (KA @ torch.bmm(U, V).view(A * A, -1)).view(M, M, o, n, th, tw)
@@ -92,7 +97,7 @@ class _Winograd(torch.autograd.Function):
         U, V = ctx.saved_tensors
         n, c, h, w, o, th, tw = ctx.shape
         KA, KG, KB = transforms(gy.device)
-        g = F.pad(gy.float(), (0, M * tw - (w - 2), 0, M * th - (h - 2)))
+        g = _pad_end(gy.float(), M * th, M * tw)
         g = g.view(n, o, th, M, tw, M).permute(3, 5, 1, 0, 2, 4).reshape(M * M, o * n * th * tw)
         gM = (KA.T @ g).view(A * A, o, n * th * tw)
         gx = gw = gb = None

@@ -150,3 +150,21 @@ def test_cli_translate_with_winograd_and_tiles(sample_data, tmp_path):
     assert len(images["winograd0"]) == 2
     assert all((a - b).abs().max() <= 2 / 255 + 1e-6 for a, b in zip(images["winograd0"], images["none0"]))
     assert len(images["winograd4"]) == 2
+
+
+def test_train_step_benchmark_runs_the_winograd_config(tmp_path):
+    """benchmarks/train_step.py (tiny model): eager and winograd run in their own processes and are reported."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "train_step.py"), "--configs", "winograd",
+                          "--size", "32", "--ngf", "4", "--netG", "resnet_6blocks", "--iters", "1", "--warmup", "0",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads((tmp_path / "train_step_cpu.json").read_text())
+    rows = {r["config"]: r for r in doc["results"]}
+    assert set(rows) == {"eager", "winograd"} and rows["winograd"]["winograd"] is True
+    assert all(r["status"] == "ok" and r["losses_finite"] and r["median_s"] > 0 for r in rows.values())
+    assert "| winograd | ok |" in (tmp_path / "train_step_cpu.md").read_text()
