@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gantk.models.base import cpu_has_bf16
 from gantk.models.cyclegan import CycleGANConfig, CycleGANModel
 from gantk.models.networks import NETG_NAMES, size_multiple
 
@@ -318,14 +319,6 @@ def summarise(results: list[dict], goal: float) -> dict:
 
 # --- environment and output ------------------------------------------------------------------------
 
-def mkldnn_bf16() -> bool | None:
-    """Whether oneDNN has fast bf16 kernels on this CPU (without them CPU AMP is very slow)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return None
-
-
 def environment(args) -> dict:
     """Machine description without the host name."""
     cpu = platform.processor() or platform.machine()
@@ -342,7 +335,7 @@ def environment(args) -> dict:
            "cpu_count": os.cpu_count(),
            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
            "torch_threads": torch.get_num_threads(),
-           "mkldnn_bf16": mkldnn_bf16(),
+           "mkldnn_bf16": cpu_has_bf16(),
            "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
            "os": f"{platform.system()} {platform.release()} {platform.machine()}",
            "python": platform.python_version(),

@@ -109,7 +109,8 @@ generator_source = _with([
 @click.option("--tile", type=int, default=0, help="translate in tiles of this many px (0: whole image)")
 @click.option("--tile_overlap", type=int, default=32, show_default=True, help="overlap between tiles, px")
 @click.option("--tile_stats_size", type=int, default=1024, show_default=True,
-              help="InstanceNorm statistics for all tiles come from the image scaled to at most this many px")
+              help="InstanceNorm statistics for all tiles come from the image scaled to at most this many px "
+              "(an InstanceNorm net's image no larger than this is translated whole, in that one pass)")
 @click.option("--model", type=click.Choice(["cyclegan", "pix2pix", "bicyclegan"]), default=None,
               help="model family (default: from the experiment, else one generator as for CycleGAN/pix2pix); "
               "bicyclegan samples several outputs per input")

@@ -49,10 +49,11 @@ class FixedInstanceNorm(nn.Module):
 @contextlib.contextmanager
 def global_instance_stats(net: nn.Module, x: torch.Tensor, max_size: int):
     """Within the block, every InstanceNorm of `net` uses the statistics of the whole image `x`
-    (measured on `x` scaled down to at most `max_size` px on its long side), so all tiles agree."""
+    (measured on `x` scaled down to at most `max_size` px on its long side), so all tiles agree. Yields
+    net(x) when that measuring pass ran on `x` itself (no scaling needed), else None."""
     norms = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d) and not m.affine]
     if not norms:
-        yield
+        yield None
         return
     scale = min(1.0, max_size / max(x.shape[-2:]))
     if scale < 1:
@@ -62,7 +63,7 @@ def global_instance_stats(net: nn.Module, x: torch.Tensor, max_size: int):
         lambda m, a, n=n: stats.__setitem__(n, torch.var_mean(a[0].float(), (2, 3), unbiased=False, keepdim=True)))
         for n, m in norms]
     try:
-        net(x)
+        out = net(x)
     finally:
         for h in hooks:
             h.remove()
@@ -74,7 +75,7 @@ def global_instance_stats(net: nn.Module, x: torch.Tensor, max_size: int):
         parent._modules[key] = FixedInstanceNorm(mean, var, m.eps)
         swapped.append((parent, key, m))
     try:
-        yield
+        yield out if scale == 1 else None
     finally:
         for parent, key, m in swapped:
             parent._modules[key] = m
@@ -87,10 +88,11 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int, overlap: int = 32,
 
     Memory is bounded by one tile (plus one pass at `stats_size` px that measures InstanceNorm
     statistics of the whole image, so tiles share them and no seams appear). Tiles are `tile` px,
-    rounded down to `multiple`.
+    rounded down to `multiple`. A net with InstanceNorm and an image no larger than `stats_size` needs
+    no tiles: the statistics pass is then the whole-image output itself.
     """
-    with global_instance_stats(net, x, stats_size):
-        return _tiled(net, x, tile, overlap, multiple)
+    with global_instance_stats(net, x, stats_size) as whole:
+        return whole.float() if whole is not None else _tiled(net, x, tile, overlap, multiple)
 
 
 def _tiled(net, x, tile, overlap, multiple):
@@ -297,27 +299,23 @@ def resolve_bicycle(name, checkpoints_dir, epoch, weights, encoder, arch: dict):
     """(G, E or None, G's file) from --weights [--encoder] or the experiment --name/--epoch."""
     from gantk.checkpoints import TRAIN_STATE_FORMAT, read_checkpoint
     from gantk.models.bicyclegan import e_options, g_options, load_E, load_G
-    saved = saved_options(name, checkpoints_dir)
+    ckpt = None
     if weights:
-        g_path = Path(weights)
-        e_path = Path(encoder) if encoder else None
-        if e_path is None and read_checkpoint(g_path).get("format") == TRAIN_STATE_FORMAT:
+        g_path, e_path = Path(weights), Path(encoder) if encoder else None
+        ckpt = read_checkpoint(g_path)
+        if e_path is None and ckpt.get("format") == TRAIN_STATE_FORMAT:
             e_path = g_path  # a gantk training state holds both
     elif name:
         folder = Path(checkpoints_dir) / name
         g_path, e_path = folder / f"{epoch}_net_G.pth", Path(encoder) if encoder else folder / f"{epoch}_net_E.pth"
     else:
         raise GantkError("give --name (a trained experiment) or --weights (a generator file)")
+    saved = saved_options(name, checkpoints_dir)
     given = {k: v for k, v in arch.items() if v is not None}
-    if "no_dropout" in given:
-        given["use_dropout"] = not given.pop("no_dropout")
     E = None
     if e_path is not None and (e_path.is_file() or encoder):
-        e_arch = {**e_options(saved), **{k: given[k] for k in ("nz", "norm") if k in given}}
-        if "output_nc" in given:
-            e_arch["input_nc"] = given["output_nc"]
-        E = load_E(e_path, **e_arch)
-    return load_G(g_path, **{**g_options(saved), **given}), E, g_path
+        E = load_E(e_path, ckpt if e_path == g_path else None, saved, **e_options(given))
+    return load_G(g_path, ckpt, saved, **g_options(given)), E, g_path
 
 
 DIVERSITY_METRIC = "mean pairwise L1 distance between the random samples of one input, images in [-1, 1]"

@@ -43,19 +43,21 @@ def test_tile_starts_cover_with_overlap():
 
 
 def test_tiled_matches_whole_image_on_2x_image():
-    """256 px photo in 128 px tiles (64 px overlap) through a random-init resnet_6blocks (ngf 8):
-    measured max |err| 0.18, mean 0.011 on [-1, 1] with shared InstanceNorm statistics
-    (per-tile statistics: max 1.08, mean 0.136)."""
+    """256 px photo in 128 px tiles (64 px overlap) through a random-init resnet_6blocks (ngf 8), with
+    InstanceNorm statistics shared by all tiles and measured on the photo scaled to 128 px: measured max
+    |err| 0.51, mean 0.058 on [-1, 1] (per-tile statistics: max 1.08, mean 0.136). With the statistics
+    pass at full size (--tile_stats_size >= the image) that pass is the output: exact."""
     from skimage import data
     torch.manual_seed(0)
     x = pil_to_tensor(Image.fromarray(data.astronaut()).resize((256, 256)))[None]
     g = define_G(3, 3, 8, "resnet_6blocks", norm="instance").eval()
     with torch.no_grad():
         full = g(x)
-        err = (tiled_forward(g, x, 128, 64) - full).abs()
+        err = (tiled_forward(g, x, 128, 64, stats_size=128) - full).abs()
+        assert torch.equal(tiled_forward(g, x, 128, 64, stats_size=256), full)  # stats pass at full size: no tiles
         naive = (_tiled(g, x, 128, 64, 4) - full).abs()
-    assert err.max() < 0.25 and err.mean() < 0.015
-    assert naive.mean() > 5 * err.mean()
+    assert err.max() < 0.6 and err.mean() < 0.07
+    assert naive.mean() > 2 * err.mean()
     assert isinstance(g.model[2], torch.nn.InstanceNorm2d)  # the norms were put back
 
 

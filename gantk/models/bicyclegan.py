@@ -17,7 +17,6 @@ from gantk.config import TrainConfig, opt
 from gantk.errors import GantkError
 from gantk.models.base import BaseModel
 from gantk.models.networks import UNET_DOWNS
-from gantk.models.rng import RandomStream
 from gantk.nn import GANLoss, NLayerDiscriminator, get_norm_layer, init_weights, set_requires_grad
 from gantk.nn.bicycle import DNLayersMulti, EResNet, ENLayers, GUnetAddAll, GUnetAddInput, get_nl_layer
 
@@ -140,27 +139,29 @@ def e_options(cfg: dict) -> dict:
     return out
 
 
-def _load(path, which: str, define, describe, defaults: dict, options, arch: dict) -> nn.Module:
-    """Build with (reference defaults < saved gantk options < what the file's shapes say < explicit arch),
-    then load strictly."""
-    sd, saved = generator_state(read_checkpoint(path), which, str(path))
+def _load(path, which: str, define, describe, defaults: dict, options, arch: dict, ckpt, saved) -> nn.Module:
+    """Build with (reference defaults < `saved` options < those saved in the file < what the file's shapes
+    say < explicit arch), then load strictly. `ckpt`: the file's content when the caller has read it."""
+    sd, in_file = generator_state(read_checkpoint(path) if ckpt is None else ckpt, which, str(path))
     guess = describe(sd)
-    net = define(**{**defaults, **options(saved), **guess, **{k: v for k, v in arch.items() if v is not None}})
+    net = define(**{**defaults, **options({**(saved or {}), **in_file}), **guess,
+                    **{k: v for k, v in arch.items() if v is not None}})
     hint = "; the file looks like " + " ".join(f"--{k} {v}" for k, v in guess.items()) if guess else ""
     load_state_dict_checked(net, sd, str(path), hint)
     return net.eval()
 
 
-def load_G(path: str | Path, **arch) -> nn.Module:
+def load_G(path: str | Path, ckpt: dict | None = None, saved: dict | None = None, **arch) -> nn.Module:
     """G(x, z) in eval mode from an official `*_net_G.pth` or a gantk checkpoint. Options default to the
-    reference's, the ones saved with a gantk training state, or what the file's shapes say; `arch` overrides."""
-    return _load(path, "G", define_G, describe_G, G_DEFAULTS, g_options, arch)
+    reference's, then `saved` (an experiment's train_opt.json), the ones saved with a gantk training
+    state, and what the file's shapes say; `arch` overrides."""
+    return _load(path, "G", define_G, describe_G, G_DEFAULTS, g_options, arch, ckpt, saved)
 
 
-def load_E(path: str | Path, **arch) -> nn.Module:
-    """E(B) -> (mu, logvar) in eval mode from an official `*_net_E.pth` or a gantk checkpoint."""
+def load_E(path: str | Path, ckpt: dict | None = None, saved: dict | None = None, **arch) -> nn.Module:
+    """E(B) -> (mu, logvar) in eval mode from an official `*_net_E.pth` or a gantk checkpoint (options as load_G)."""
     make = lambda nz, **kw: define_E(output_nc=nz, **kw)
-    return _load(path, "E", make, describe_E, E_DEFAULTS, e_options, arch)
+    return _load(path, "E", make, describe_E, E_DEFAULTS, e_options, arch, ckpt, saved)
 
 
 # --- sampling ---
@@ -247,7 +248,6 @@ class BicycleGANModel(BaseModel):
             self.optimizers["D"] = self.adam(*self.D_names)
         self.criterionGAN = GANLoss(c.gan_mode).to(self.device)
         self.criterionL1 = nn.L1Loss()
-        self.rng = RandomStream(cfg.seed * 7919 + 1009 + rank, self.device)  # z, eps, dropout masks
         self.skipped = 0
 
     def random_z(self, n: int) -> torch.Tensor:
@@ -310,10 +310,6 @@ class BicycleGANModel(BaseModel):
                             self.real_A.size(0), self.cfg.batch_size)
             self.losses = {}
             return
-        with self.rng.active():
-            self.step()
-
-    def step(self):
         Ds = [self.nets[n] for n in self.D_names]
         with self.precision.autocast():
             self.forward()
@@ -334,9 +330,3 @@ class BicycleGANModel(BaseModel):
         """Before the first complete batch (e.g. a resumed epoch with only a skipped one) show the inputs."""
         return super().current_visuals() or {"real_A_encoded": self.real_A, "real_B_encoded": self.real_B}
 
-    def extra_state(self):
-        return {"rng": self.rng.state}
-
-    def load_extra_state(self, state):
-        if state:
-            self.rng.state = state["rng"]

@@ -146,11 +146,10 @@ class MnistGANModel(BaseModel):
         self.nets = {"G": mlp_generator(cfg.latent_dim, cfg.hidden_dim), "D": mlp_discriminator(cfg.hidden_dim)}
         self.optimizers = {"G": self.adam("G"), "D": self.adam("D")}
         self.criterion = GANLoss(cfg.gan_mode).to(self.device)
-        self.noise = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # own stream: exact resume
         self.fixed_z = torch.randn(cfg.n_samples, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
 
     def z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.cfg.latent_dim, generator=self.noise).to(self.device)
+        return torch.randn(n, self.cfg.latent_dim, device=self.device)
 
     def set_input(self, batch):
         self.real = batch["A"].to(self.device, non_blocking=True)
@@ -183,10 +182,3 @@ class MnistGANModel(BaseModel):
             digits = self.nets["G"](self.fixed_z.to(self.device)).float().cpu()
         k = math.ceil(math.sqrt(len(digits)))
         return {"samples": image_grid([list(digits[i : i + k]) for i in range(0, len(digits), k)])[None]}
-
-    def extra_state(self):
-        return {"noise": self.noise.get_state()}
-
-    def load_extra_state(self, state):
-        if state:
-            self.noise.set_state(state["noise"])

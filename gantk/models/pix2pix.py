@@ -8,7 +8,6 @@ import torch
 from gantk.config import TrainConfig, opt
 from gantk.models.base import BaseModel
 from gantk.models.networks import NETG_NAMES, define_D, define_G
-from gantk.models.rng import RandomStream
 from gantk.nn import GANLoss, set_requires_grad
 from gantk.nn.pool import ImagePool
 
@@ -42,7 +41,6 @@ class Pix2PixModel(BaseModel):
         self.criterionGAN = GANLoss(cfg.gan_mode).to(self.device)
         self.criterionL1 = torch.nn.L1Loss()
         self.fake_AB_pool = ImagePool(cfg.pool_size, cfg.seed * 7919 + rank)
-        self.rng = RandomStream(cfg.seed * 7919 + 1009 + rank, self.device)  # dropout masks
 
     def forward(self):
         self.fake_B = self.fwd["G"](self.real_A)
@@ -63,10 +61,6 @@ class Pix2PixModel(BaseModel):
         self.precision.backward(L["G_GAN"] + L["G_L1"])
 
     def optimize_parameters(self):
-        with self.rng.active():
-            self.step()
-
-    def step(self):
         opt_G, opt_D = self.optimizers["G"], self.optimizers["D"]
         with self.precision.autocast():
             self.forward()
@@ -83,9 +77,8 @@ class Pix2PixModel(BaseModel):
         self.precision.update()
 
     def extra_state(self):
-        return {"fake_AB_pool": self.fake_AB_pool.state_dict(), "rng": self.rng.state}
+        return {"fake_AB_pool": self.fake_AB_pool.state_dict()}
 
     def load_extra_state(self, state):
         if state:
             self.fake_AB_pool.load_state_dict(state["fake_AB_pool"], self.device)
-            self.rng.state = state["rng"]

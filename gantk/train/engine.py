@@ -91,6 +91,8 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     torch.manual_seed(cfg.seed)
     model = model_cls(cfg, device, rank, world)
     model.setup()
+    # training-time draws (dropout masks, latent codes): one stream per rank, saved with the state
+    torch.manual_seed(cfg.seed * 7919 + 1009 + rank)
     epoch, epoch_iter, steps, total_iters = cfg.epoch_count, 0, 0, 0
     if cfg.continue_train:
         epoch, epoch_iter, steps, total_iters = resume(model, cfg, folder)
