@@ -110,6 +110,19 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys():
     assert patch_winograd(define_G(3, 3, 4, "unet_128", norm="batch")) == 0
 
 
+def test_patch_swaps_the_transformer_net_convs():
+    """fast_style's TransformerNet: 10 residual + 2 upsampling 3x3 stride-1 convs; odd sizes kept."""
+    from gantk.models.style import TransformerNet
+    torch.manual_seed(0)
+    ref = TransformerNet().eval()
+    net = copy.deepcopy(ref)
+    assert patch_winograd(net) == 12
+    x = torch.rand(1, 3, 33, 47) * 255
+    with torch.no_grad():
+        want = ref(x)
+        assert (net(x) - want).abs().max() <= 1e-4 * want.abs().max()
+
+
 def test_exports_of_a_patched_generator_record_the_plain_convolution(tmp_path):
     pytest.importorskip("onnx")
     from gantk.export import export_onnx, spec_for_generator
