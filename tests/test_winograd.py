@@ -94,7 +94,7 @@ def test_module_caches_the_transformed_weight_until_the_weight_changes():
     assert torch.allclose(conv._cache, transform_weight(conv.weight))
 
 
-def test_patch_swaps_the_resnet_convs_and_keeps_keys():
+def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     """resnet_6blocks: 12 stride-1 3x3 convs (2 per block); the 7x7 and strided convs stay. The U-Net has
     none. Keys, Parameters and (to rounding) outputs are unchanged."""
     torch.manual_seed(0)
@@ -108,6 +108,10 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys():
     with torch.no_grad():
         assert (net(x) - ref(x)).abs().max() < 1e-4
     assert patch_winograd(define_G(3, 3, 4, "unet_128", norm="batch")) == 0
+    from gantk.models.base import apply_kernels
+    with caplog.at_level("WARNING", logger="gantk.train"):
+        apply_kernels(define_G(3, 3, 4, "unet_128", norm="batch"), "winograd")
+    assert "UnetGenerator has no stride-1 3x3 convolution" in caplog.text
 
 
 def test_patch_swaps_the_transformer_net_convs():

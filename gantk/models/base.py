@@ -55,14 +55,16 @@ def cpu_has_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def apply_kernels(net: nn.Module, kernels: str = "none") -> nn.Module:
+def apply_kernels(net: nn.Module, kernels: str = "none", warn: bool = True) -> nn.Module:
     """--kernels: swap `net`'s fusable chains for gantk.kernels' fused ops (triton) or its 3x3 convolutions
-    for Winograd ones (winograd), in place; none: leave it."""
+    for Winograd ones (winograd), in place; none: leave it. `warn`: say so when winograd finds nothing."""
     if kernels == "none":
         return net
     if kernels == "winograd":
         from gantk.kernels.winograd import patch_winograd
-        patch_winograd(net)
+        if not patch_winograd(net) and warn:
+            log.warning("--kernels winograd: %s has no stride-1 3x3 convolution (U-Nets and MLPs have none); "
+                        "it runs unchanged", type(net).__name__)
         return net
     if kernels != "triton":
         raise GantkError(f"--kernels {kernels!r}: expected one of {', '.join(KERNELS)}")
@@ -152,7 +154,7 @@ class BaseModel:
         fmt = torch.channels_last if self.cfg.channels_last else torch.preserve_format
         for name, net in self.nets.items():
             net.to(self.device, memory_format=fmt)
-            apply_kernels(net, self.cfg.kernels)
+            apply_kernels(net, self.cfg.kernels, warn=not name.startswith("D"))
             core = torch.compile(net) if self.cfg.compile else net
             self.frozen[name] = core
             if self.world_size > 1 and any(p.requires_grad for p in net.parameters()):
