@@ -65,6 +65,8 @@ def apply_kernels(net: nn.Module, kernels: str = "none", warn: bool = True) -> n
         if not patch_winograd(net) and warn:
             log.warning("--kernels winograd: %s has no stride-1 3x3 convolution (U-Nets and MLPs have none); "
                         "it runs unchanged", type(net).__name__)
+        elif warn and any(p.is_cuda for p in net.parameters()):
+            log.warning("--kernels winograd is the CPU speed path; on CUDA, cuDNN's own convolutions are faster")
         return net
     if kernels != "triton":
         raise GantkError(f"--kernels {kernels!r}: expected one of {', '.join(KERNELS)}")
