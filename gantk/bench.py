@@ -8,6 +8,7 @@ table with the reason."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import resource
@@ -57,7 +58,6 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
                 return net(*xs)
         return Prepared(run, "fp16" if dtype == torch.float16 else "bf16")
     if name == "channels_last":
-        import copy
         cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
         return Prepared(lambda x, *r: cl(x.contiguous(memory_format=torch.channels_last), *r), "fp32")
     if name.startswith("compile"):
@@ -72,11 +72,8 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
             raise Unavailable(f"gantk.kernels not importable ({e})") from None
         if device.type != "cuda":
             raise Unavailable("Triton kernels need a CUDA GPU (on CPU they fall back to the eager ops)")
-        import copy
         return Prepared(patch(copy.deepcopy(net)), "fp32")
     if name == "winograd":
-        import copy
-
         from gantk.kernels.winograd import patch_winograd
         wino = copy.deepcopy(net)
         if not patch_winograd(wino):

@@ -23,6 +23,9 @@ def tiny_args(dataroot, ckpt, name="t", **extra):
             "--name", name, "--netG", "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_size", "36",
             "--crop_size", "32", "--max_dataset_size", "4", "--n_epochs", "1", "--n_epochs_decay", "2",
             "--num_threads", "0", "--print_freq", "1", "--display_freq", "2"]
-    for k, v in extra.items():
-        args += [f"--{k}"] if v is True else [f"--{k}", str(v)]
-    return args
+    return args + cli_flags(**extra)
+
+
+def cli_flags(**extra) -> list[str]:
+    """--name value for each keyword (a bare --name for True)."""
+    return [a for k, v in extra.items() for a in ([f"--{k}"] if v is True else [f"--{k}", str(v)])]

@@ -12,7 +12,7 @@ from gantk.errors import CheckpointError
 from gantk.models.bicyclegan import (BicycleGANConfig, BicycleGANModel, define_D, define_E, define_G, diversity,
                                      encode, load_E, load_G)
 from gantk.translate import translate_bicycle
-from test_pix2pix import n_params, pixels
+from test_pix2pix import n_params, translated
 from test_train import assert_same_weights, nets
 
 NETS = ("G", "E", "D", "D2")
@@ -206,7 +206,7 @@ def sample(trained, sample_data, out, *flags):
     args = ["translate", "--name", "b", "--checkpoints_dir", str(trained), "--dataroot", str(sample_data["aligned"]),
             "--output", str(out), "--num_test", "2", "--n_samples", "3"]
     assert main(args + list(flags)) == 0
-    return {p.name: pixels(p) for p in (out / "images").glob("*.png")}, json.loads((out / "translate.json").read_text())
+    return translated(out)
 
 
 def test_translate_samples_encoded_and_random_outputs(trained, sample_data, tmp_path, capsys):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import cli_flags
 from gantk.cli import main
 from gantk.data.sample import DIGITS_TRAIN, build_digits
 from gantk.errors import DataError
@@ -82,9 +83,7 @@ def mnist_args(dataroot, ckpt, name="m", **extra):
     args = ["train", "--model", "mnist_gan", "--dataroot", str(dataroot), "--checkpoints_dir", str(ckpt),
             "--name", name, "--max_dataset_size", "200", "--batch_size", "50", "--n_epochs", "2",
             "--num_threads", "0", "--print_freq", "50", "--n_samples", "16"]
-    for k, v in extra.items():
-        args += [f"--{k}"] if v is True else [f"--{k}", str(v)]
-    return args
+    return args + cli_flags(**extra)
 
 
 def test_trains_an_epoch_with_sample_grids(digits, tmp_path):

@@ -194,6 +194,11 @@ def translate(trained, sample_data, out, *flags):
     args = ["translate", "--name", "p", "--checkpoints_dir", str(trained), "--dataroot", str(sample_data["aligned"]),
             "--output", str(out), "--num_test", "2"]
     assert main(args + list(flags)) == 0
+    return translated(out)
+
+
+def translated(out):
+    """({file name: pixels} of out/images, translate.json) of a finished translate run."""
     return {p.name: pixels(p) for p in (out / "images").glob("*.png")}, json.loads((out / "translate.json").read_text())
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import cli_flags
 from gantk.cli import main
 from gantk.models.style import TransformerNet, load_transformer
 from gantk.nn.vgg import LAYERS, VGG19, VGG19_URL, content_loss, gram_matrix, load_vgg19, style_loss
@@ -177,9 +178,7 @@ def fast_args(sample_data, tmp_path, name="fs", **extra):
             str(photos / "trainB" / "000.png"), "--vgg_weights", "random", "--checkpoints_dir", str(tmp_path),
             "--name", name, "--image_size", "32", "--batch_size", "2", "--max_dataset_size", "4",
             "--num_threads", "0", "--print_freq", "1", "--display_freq", "4"]
-    for k, v in extra.items():
-        args += [f"--{k}"] if v is True else [f"--{k}", str(v)]
-    return args
+    return args + cli_flags(**extra)
 
 
 def test_fast_style_trains_resumes_exactly_and_keeps_odd_sizes(sample_data, tmp_path):
