@@ -77,7 +77,7 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
         from gantk.kernels.winograd import patch_winograd
         wino = copy.deepcopy(net)
         if not patch_winograd(wino):
-            raise Unavailable("the generator has no stride-1 3x3 convolution for Winograd F(4x4,3x3)")
+            raise Unavailable("the generator has no stride-1 3x3 or 4x4 convolution for Winograd")
         return Prepared(wino, "fp32")
     if name == "aoti":
         from gantk.export.aoti import AotiRunner, export_aoti

@@ -3,7 +3,7 @@
 - `instance_norm_act`: InstanceNorm (+ affine) + none|relu|leaky_relu|tanh (+ residual), fp32 statistics.
 - `reflect_pad_conv2d`: reflect-padded convolution as an implicit GEMM, no padded copy.
 - `patch(model)`: swap a gantk generator's matching modules for fused ones, in place.
-- `winograd_conv3x3` / `patch_winograd(model)`: Winograd F(4x4, 3x3) for stride-1 3x3 convolutions in
+- `winograd_conv2d` / `patch_winograd(model)`: Winograd F(6x6, 3x3) and F(5x5, 4x4) for stride-1 convolutions in
   plain torch ops (forward and backward), the CPU speed path (`--kernels winograd`).
 
 Both ops are `torch.library.custom_op`s (`gantk::instance_norm_act`, `gantk::reflect_pad_conv2d`) with
@@ -18,8 +18,8 @@ from gantk.kernels.patch import (FusedResidualBlock, FusedResnetBlock, InstanceN
                                  patch)
 from gantk.kernels.reflect_conv import reflect_pad_conv2d
 from gantk.kernels.runtime import HAS_TRITON, INTERPRET, use_triton
-from gantk.kernels.winograd import WinogradConv2d, patch_winograd, winograd_conv3x3
+from gantk.kernels.winograd import WinogradConv2d, patch_winograd, winograd_conv2d
 
 __all__ = ["ACTIVATIONS", "HAS_TRITON", "INTERPRET", "FusedResidualBlock", "FusedResnetBlock", "InstanceNormAct",
            "ReflectPadConv2d", "WinogradConv2d", "fused_modules", "instance_norm_act", "patch", "patch_winograd",
-           "reflect_pad_conv2d", "use_triton", "winograd_conv3x3"]
+           "reflect_pad_conv2d", "use_triton", "winograd_conv2d"]

@@ -1,4 +1,5 @@
-"""Winograd F(4x4, 3x3) convolution (gantk.kernels.winograd) against direct convolution and hand truths."""
+"""Winograd F(4x4, 3x3) and F(3x3, 4x4) convolution (gantk.kernels.winograd) against direct convolution and
+hand truths."""
 from __future__ import annotations
 
 import copy
@@ -9,37 +10,66 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gantk.kernels.winograd import (_AT, _BT, _G, WinogradConv2d, patch_winograd, transform_weight,
-                                    winograd_conv3x3)
+from gantk.kernels.winograd import TILE, WinogradConv2d, matrices, patch_winograd, transform_weight, winograd_conv2d
 from gantk.models import define_G
 
 
-def test_one_dimensional_transforms_compute_correlation():
-    """The published matrices (Lavin & Gray, points 0, +-1, +-2, inf): A^T[(G g) * (B^T d)] equals the
-    4-output correlation of a 6-sample signal with a 3-tap filter, in float64 (np.correlate as truth)."""
-    at, g_, bt = (np.array(m, dtype=np.float64) for m in (_AT, _G, _BT))
+# Lavin & Gray's published F(2, 3) and F(4, 3) matrices (points 0, +-1, +-2, inf), as an independent check
+# of the construction
+PUBLISHED = {
+    (4, 3): ([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+             [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+              [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+             [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+              [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]),
+    (2, 3): ([[1, 1, 1, 0], [0, 1, -1, -1]], [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
+             [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]),
+}
+
+
+@pytest.mark.parametrize("m,r", sorted(PUBLISHED))
+def test_constructed_matrices_are_the_published_ones(m, r):
+    """The matrices are unique up to a scale per interpolation point that cancels in A^T[(G g) * (B^T d)]
+    (Lavin & Gray's F(2, 3) writes the infinity point's column of A^T as -1): compare, per point j, the
+    rank-1 product A^T[:, j] x G[j] x B^T[j]."""
+    def per_point(at, g, bt):
+        return torch.einsum("ij,jk,jl->jikl", at, g, bt)
+    want = per_point(*(torch.tensor(t, dtype=torch.float64) for t in PUBLISHED[m, r]))
+    assert torch.allclose(per_point(*matrices(m, r)), want, atol=1e-12)
+    if (m, r) == (4, 3):
+        assert torch.allclose(matrices(m, r)[0], torch.tensor(PUBLISHED[m, r][0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("r", sorted(TILE))
+def test_one_dimensional_transforms_compute_correlation(r):
+    """A^T[(G g) * (B^T d)] equals the m-output correlation of an (m + r - 1)-sample signal with an r-tap
+    filter, in float64 (np.correlate as truth), for the tile sizes in use."""
+    m = TILE[r]
+    at, g_, bt = (t.numpy() for t in matrices(m, r))
     rng = np.random.default_rng(0)
     for _ in range(5):
-        d, g = rng.normal(size=6), rng.normal(size=3)
+        d, g = rng.normal(size=m + r - 1), rng.normal(size=r)
         assert np.allclose(at @ ((g_ @ g) * (bt @ d)), np.correlate(d, g, mode="valid"), atol=1e-12)
 
 
-# (batch, in, out, H, W, padding): tiny (3x3, a single tile, H or W = 2 with padding), odd sizes that
-# leave partial tiles, exact tile multiples, batch > 1
-SHAPES = [(1, 1, 2, 3, 3, 0), (1, 4, 3, 2, 5, 1), (2, 5, 3, 7, 9, 1), (1, 8, 8, 10, 10, 0), (3, 6, 4, 13, 6, 1)]
+# (batch, in, out, H, W, padding, kernel): tiny (the kernel's size, a single tile, H or W = 2 with
+# padding), odd sizes that leave partial tiles, exact tile multiples, batch > 1; 4x4 as in PatchGAN's
+# stride-1 layers (padding 1)
+SHAPES = [(1, 1, 2, 3, 3, 0, 3), (1, 4, 3, 2, 5, 1, 3), (2, 5, 3, 7, 9, 1, 3), (1, 8, 8, 10, 10, 0, 3),
+          (3, 6, 4, 13, 6, 1, 3), (1, 2, 3, 4, 4, 0, 4), (2, 5, 3, 7, 9, 1, 4), (1, 8, 1, 11, 12, 1, 4)]
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("n,c,o,h,w,p", SHAPES)
-def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, bias):
+@pytest.mark.parametrize("n,c,o,h,w,p,k", SHAPES)
+def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, bias):
     """fp32: output to 1e-5 of its scale, input/weight/bias gradients to 1e-5 of theirs (direct conv
     rounds differently; the transforms add ~1e-6 relative per tile)."""
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, dtype=torch.float32, requires_grad=True)
-    wt = (torch.randn(o, c, 3, 3) / (3 * c ** 0.5)).requires_grad_()
+    wt = (torch.randn(o, c, k, k) / (k * c ** 0.5)).requires_grad_()
     b = torch.randn(o, requires_grad=True) if bias else None
     want = F.conv2d(x, wt, b, padding=p)
-    got = winograd_conv3x3(x, wt, b, p)
+    got = winograd_conv2d(x, wt, b, p)
     assert got.shape == want.shape and got.dtype == torch.float32
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
     dy = torch.randn_like(want)
@@ -51,7 +81,7 @@ def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, bias):
 def test_only_the_needed_gradients_are_computed():
     x = torch.randn(1, 3, 8, 8, requires_grad=True)
     wt = torch.randn(2, 3, 3, 3)  # frozen weight, as D's during the generator step
-    gx, = torch.autograd.grad(winograd_conv3x3(x, wt).sum(), [x])
+    gx, = torch.autograd.grad(winograd_conv2d(x, wt).sum(), [x])
     assert torch.allclose(gx, torch.autograd.grad(F.conv2d(x, wt).sum(), [x])[0], atol=1e-5)
 
 
@@ -61,21 +91,21 @@ def test_layouts_and_dtypes():
     torch.manual_seed(0)
     x, wt = torch.randn(2, 4, 9, 11), torch.randn(5, 4, 3, 3) / 6
     want = F.conv2d(x, wt, padding=1)
-    got = winograd_conv3x3(x.contiguous(memory_format=torch.channels_last), wt, padding=1)
+    got = winograd_conv2d(x.contiguous(memory_format=torch.channels_last), wt, padding=1)
     assert got.is_contiguous(memory_format=torch.channels_last) and torch.allclose(got, want, atol=1e-5)
     for dtype in (torch.float16, torch.bfloat16):
-        got = winograd_conv3x3(x.to(dtype), wt.to(dtype), padding=1)
+        got = winograd_conv2d(x.to(dtype), wt.to(dtype), padding=1)
         ref = F.conv2d(x.to(dtype).float(), wt.to(dtype).float(), padding=1)
         assert got.dtype == dtype and (got.float() - ref).abs().max() <= 2 ** -7 * ref.abs().max()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert winograd_conv3x3(x, wt, padding=1).dtype == torch.bfloat16
+        assert winograd_conv2d(x, wt, padding=1).dtype == torch.bfloat16
 
 
 def test_bad_shapes_are_refused():
-    with pytest.raises(ValueError, match="3, 3"):
-        winograd_conv3x3(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 5, 5))
+    with pytest.raises(ValueError, match=r"r in \[3, 4\]"):
+        winograd_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 5, 5))
     with pytest.raises(ValueError, match="smaller than the kernel"):
-        winograd_conv3x3(torch.randn(1, 2, 2, 8), torch.randn(2, 2, 3, 3))
+        winograd_conv2d(torch.randn(1, 2, 2, 8), torch.randn(2, 2, 3, 3))
 
 
 def test_module_caches_the_transformed_weight_until_the_weight_changes():
@@ -111,7 +141,23 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     from gantk.models.base import apply_kernels
     with caplog.at_level("WARNING", logger="gantk.train"):
         apply_kernels(define_G(3, 3, 4, "unet_128", norm="batch"), "winograd")
-    assert "UnetGenerator has no stride-1 3x3 convolution" in caplog.text
+    assert "UnetGenerator has no stride-1 3x3 or 4x4 convolution" in caplog.text
+
+
+def test_patch_swaps_the_patchgan_stride1_convs():
+    """basic PatchGAN (n_layers 3): its last two 4x4 convs have stride 1 (F(3x3, 4x4)); the strided stay."""
+    from gantk.models import define_D
+    torch.manual_seed(0)
+    ref = define_D(3, 8, "basic", norm="instance")
+    net = copy.deepcopy(ref)
+    assert patch_winograd(net) == 2
+    x = torch.rand(2, 3, 70, 70, requires_grad=True)
+    want = ref(x)
+    got = net(x)
+    assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
+    gw, gx = torch.autograd.grad(got.square().sum(), [net.model[-1].weight, x])
+    ww, wx = torch.autograd.grad(want.square().sum(), [ref.model[-1].weight, x])
+    assert (gw - ww).abs().max() <= 1e-4 * ww.abs().max() and (gx - wx).abs().max() <= 1e-4 * wx.abs().max()
 
 
 def test_patch_swaps_the_transformer_net_convs():

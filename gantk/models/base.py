@@ -56,14 +56,15 @@ def cpu_has_bf16() -> bool:
 
 
 def apply_kernels(net: nn.Module, kernels: str = "none", warn: bool = True) -> nn.Module:
-    """--kernels: swap `net`'s fusable chains for gantk.kernels' fused ops (triton) or its 3x3 convolutions
-    for Winograd ones (winograd), in place; none: leave it. `warn`: say so when winograd finds nothing."""
+    """--kernels: swap `net`'s fusable chains for gantk.kernels' fused ops (triton) or its stride-1 3x3/4x4
+    convolutions for Winograd ones (winograd), in place; none: leave it. `warn`: say so when winograd finds
+    nothing."""
     if kernels == "none":
         return net
     if kernels == "winograd":
         from gantk.kernels.winograd import patch_winograd
         if not patch_winograd(net) and warn:
-            log.warning("--kernels winograd: %s has no stride-1 3x3 convolution (U-Nets and MLPs have none); "
+            log.warning("--kernels winograd: %s has no stride-1 3x3 or 4x4 convolution (U-Nets and MLPs have none); "
                         "it runs unchanged", type(net).__name__)
         elif warn and any(p.is_cuda for p in net.parameters()):
             log.warning("--kernels winograd is the CPU speed path; on CUDA, cuDNN's own convolutions are faster")

@@ -20,12 +20,19 @@ def padded_conv(in_c: int, out_c: int, k: int, padding_type: str, bias: bool) ->
     return [PADDINGS[padding_type](p), nn.Conv2d(in_c, out_c, k, padding=0, bias=bias)]
 
 
+def _relu() -> nn.ReLU:
+    """The ResNet generator's ReLU. Out of place, unlike the reference's ReLU(True): InstanceNorm returns a
+    view, and an in-place op on it makes autograd copy its gradient (measured: 4% of a --kernels winograd
+    generator's CPU forward+backward at 256 px, no change in eager); same results, same state dict."""
+    return nn.ReLU()
+
+
 class ResnetBlock(nn.Module):
     """x + [pad, conv3, norm, relu, (dropout), pad, conv3, norm](x)."""
 
     def __init__(self, dim, padding_type, norm_layer, use_dropout, use_bias):
         super().__init__()
-        layers = padded_conv(dim, dim, 3, padding_type, use_bias) + [norm_layer(dim), nn.ReLU(True)]
+        layers = padded_conv(dim, dim, 3, padding_type, use_bias) + [norm_layer(dim), _relu()]
         if use_dropout:
             layers.append(nn.Dropout(0.5))
         layers += padded_conv(dim, dim, 3, padding_type, use_bias) + [norm_layer(dim)]
@@ -42,15 +49,15 @@ class ResnetGenerator(nn.Module):
                  n_blocks=6, padding_type="reflect"):
         super().__init__()
         bias = uses_bias(norm_layer)
-        model = padded_conv(input_nc, ngf, 7, padding_type, bias) + [norm_layer(ngf), nn.ReLU(True)]
+        model = padded_conv(input_nc, ngf, 7, padding_type, bias) + [norm_layer(ngf), _relu()]
         for i in range(2):
             c = ngf * 2**i
-            model += [nn.Conv2d(c, c * 2, 3, stride=2, padding=1, bias=bias), norm_layer(c * 2), nn.ReLU(True)]
+            model += [nn.Conv2d(c, c * 2, 3, stride=2, padding=1, bias=bias), norm_layer(c * 2), _relu()]
         model += [ResnetBlock(ngf * 4, padding_type, norm_layer, use_dropout, bias) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 2 ** (2 - i)
             model += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                      norm_layer(c // 2), nn.ReLU(True)]
+                      norm_layer(c // 2), _relu()]
         model += padded_conv(ngf, output_nc, 7, padding_type, True) + [nn.Tanh()]
         self.model = nn.Sequential(*model)
 
