@@ -160,8 +160,10 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 class WinogradConv2d(nn.Conv2d):
-    """nn.Conv2d (3x3 or 4x4, stride 1, zero padding) computed by `winograd_conv2d`; exports record the
-    plain convolution. The transformed weight is cached until the weight changes (an optimizer step)."""
+    """nn.Conv2d (3x3 or 4x4, stride 1, zero padding) computed by `winograd_conv2d`; exports and
+    torch.compile record the plain convolution (compiling the Winograd ops took over 200 s for a CycleGAN
+    step's first iteration and then ran slower than eager Winograd; inductor also failed to lower their
+    backward with dynamic shapes). The transformed weight is cached until the weight changes."""
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
@@ -172,15 +174,13 @@ class WinogradConv2d(nn.Conv2d):
         return new
 
     def _transformed(self, weight: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return transform_weight(weight)
         key = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
         if getattr(self, "_cache_key", None) != key:
             self._cache_key, self._cache = key, transform_weight(weight)
         return self._cache
 
     def _conv_forward(self, x, weight, bias):
-        if exporting():
+        if exporting() or torch.compiler.is_compiling():  # torch.compile lowers the plain convolution itself
             return super()._conv_forward(x, weight, bias)
         return winograd_conv2d(x, weight, bias, self.padding[0], self._transformed(weight))
 

@@ -231,3 +231,27 @@ def test_train_step_benchmark_runs_the_winograd_config(tmp_path):
     assert set(rows) == {"eager", "winograd"} and rows["winograd"]["winograd"] is True
     assert all(r["status"] == "ok" and r["losses_finite"] and r["median_s"] > 0 for r in rows.values())
     assert "| winograd | ok |" in (tmp_path / "train_step_cpu.md").read_text()
+
+
+def test_torch_compile_compiles_the_plain_convolution(caplog):
+    """Under torch.compile (inductor, fullgraph) a patched PatchGAN traces F.conv2d: outputs and gradients
+    match the unpatched eager net, also at a second size (dynamic shapes); --compile with --kernels
+    winograd says that winograd then changes nothing."""
+    from gantk.models import define_D
+    torch.manual_seed(0)
+    ref = define_D(3, 4, "basic", norm="instance")
+    net = copy.deepcopy(ref)
+    assert patch_winograd(net) == 2
+    compiled = torch.compile(net, fullgraph=True)
+    for size in (40, 48):
+        x = torch.rand(1, 3, size, size, requires_grad=True)
+        want, got = ref(x), compiled(x)
+        assert torch.allclose(got, want, atol=1e-5)
+        gw, = torch.autograd.grad(got.sum(), [net.model[-1].weight])
+        ww, = torch.autograd.grad(want.sum(), [ref.model[-1].weight])
+        assert torch.allclose(gw, ww, atol=1e-4)
+    from gantk.models.cyclegan import CycleGANConfig, CycleGANModel
+    cfg = CycleGANConfig(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=32, compile=True, kernels="winograd")
+    with caplog.at_level("WARNING", logger="gantk.train"):
+        CycleGANModel(cfg).setup()
+    assert "winograd changes nothing" in caplog.text

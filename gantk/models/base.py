@@ -155,6 +155,9 @@ class BaseModel:
     def setup(self) -> None:
         """Move networks to the device and apply channels_last / kernels / compile / DDP; build LR schedulers."""
         fmt = torch.channels_last if self.cfg.channels_last else torch.preserve_format
+        if self.cfg.compile and self.cfg.kernels == "winograd":
+            log.warning("--kernels winograd with --compile: torch.compile compiles the plain convolutions, so "
+                        "winograd changes nothing; use one or the other (on CPU, winograd alone is faster)")
         for name, net in self.nets.items():
             net.to(self.device, memory_format=fmt)
             apply_kernels(net, self.cfg.kernels, warn=not name.startswith("D"))
