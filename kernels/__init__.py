@@ -3,8 +3,8 @@
 - `instance_norm_act`: InstanceNorm (+ affine) + none|relu|leaky_relu|tanh (+ residual), fp32 statistics.
 - `reflect_pad_conv2d`: reflect-padded convolution as an implicit GEMM, no padded copy.
 - `patch(model)`: swap a gantk generator's matching modules for fused ones, in place.
-- `winograd_conv2d` / `patch_winograd(model)`: Winograd F(6x6, 3x3) and F(5x5, 4x4) for stride-1 convolutions in
-  plain torch ops (forward and backward), the CPU speed path (`--kernels winograd`).
+- `winograd_conv2d` / `patch_winograd(model)`: Winograd F(4x4, 3x3) and F(3x3, 4x4) for stride-1 3x3/4x4
+  convolutions in plain torch ops (forward and backward), the CPU speed path (`--kernels winograd`).
 
 Both ops are `torch.library.custom_op`s (`gantk::instance_norm_act`, `gantk::reflect_pad_conv2d`) with
 fake kernels and registered autograd, so they trace under torch.compile(fullgraph=True) as opaque
