@@ -18,8 +18,8 @@ def require_positive(cfg, *names: str) -> None:
 
 KERNELS = ("none", "triton", "winograd")
 KERNELS_HELP = ("triton: fused gantk.kernels ops for reflect-pad conv and InstanceNorm+activation chains (Triton on "
-                "CUDA, torch ops on CPU); winograd: Winograd F(4x4,3x3)/F(3x3,4x4) for the stride-1 3x3/4x4 "
-                "convolutions (the CPU speed path)")
+                "CUDA, torch ops on CPU); winograd: the CPU speed path, Winograd F(4x4,3x3)/F(3x3,4x4) for the "
+                "stride-1 3x3/4x4 convolutions and GEMM+shift for stride-1 ones with at most 4 output channels")
 
 
 def opt(default, help: str, choices: tuple | None = None, off: str | None = None):

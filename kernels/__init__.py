@@ -4,7 +4,8 @@
 - `reflect_pad_conv2d`: reflect-padded convolution as an implicit GEMM, no padded copy.
 - `patch(model)`: swap a gantk generator's matching modules for fused ones, in place.
 - `winograd_conv2d` / `patch_winograd(model)`: Winograd F(4x4, 3x3) and F(3x3, 4x4) for stride-1 3x3/4x4
-  convolutions in plain torch ops (forward and backward), the CPU speed path (`--kernels winograd`).
+  convolutions in plain torch ops (forward and backward), the CPU speed path (`--kernels winograd`), with
+  `shift_conv2d` (one GEMM + shifted adds) for stride-1 convolutions to at most 4 channels.
 
 Both ops are `torch.library.custom_op`s (`gantk::instance_norm_act`, `gantk::reflect_pad_conv2d`) with
 fake kernels and registered autograd, so they trace under torch.compile(fullgraph=True) as opaque
@@ -18,8 +19,9 @@ from gantk.kernels.patch import (FusedResidualBlock, FusedResnetBlock, InstanceN
                                  patch)
 from gantk.kernels.reflect_conv import reflect_pad_conv2d
 from gantk.kernels.runtime import HAS_TRITON, INTERPRET, use_triton
+from gantk.kernels.shift_conv import ShiftConv2d, shift_conv2d
 from gantk.kernels.winograd import WinogradConv2d, patch_winograd, winograd_conv2d
 
 __all__ = ["ACTIVATIONS", "HAS_TRITON", "INTERPRET", "FusedResidualBlock", "FusedResnetBlock", "InstanceNormAct",
-           "ReflectPadConv2d", "WinogradConv2d", "fused_modules", "instance_norm_act", "patch", "patch_winograd",
-           "reflect_pad_conv2d", "use_triton", "winograd_conv2d"]
+           "ReflectPadConv2d", "ShiftConv2d", "WinogradConv2d", "fused_modules", "instance_norm_act", "patch",
+           "patch_winograd", "reflect_pad_conv2d", "shift_conv2d", "use_triton", "winograd_conv2d"]

@@ -14,7 +14,7 @@ and inference of the ResNet generators, whose residual blocks are pairs of 256-c
 The input transform (and the output transform's transpose in the backward) runs as a strided
 convolution with the Kronecker matrix's rows as filters, which gathers and transforms the tiles in one
 pass. The backward stays in the transform domain: the input gradient is the transposed GEMM followed by
-the transposed input transform (tiles overlap-added by F.fold), the weight gradient a GEMM against the
+the transposed input transform (tiles overlap-added by strided adds), the weight gradient a GEMM against the
 transformed input saved by the forward (2.25x the input's size). Everything runs in fp32 (the transforms
 amplify fp16/bf16 rounding); results differ from direct convolution by rounding only, ~1e-5 relative.
 """
@@ -26,9 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gantk.kernels.runtime import dense, exporting, memory_format
+from gantk.kernels.runtime import dense, keep_freed_memory, memory_format
+from gantk.kernels.shift_conv import FastConv2d, ShiftConv2d, plain_stride1_conv, shift_applicable
 
 POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # finite interpolation points, in order of use; infinity is the last
+ONE = POINTS.index(1)  # A^T's column at point 1 is all ones
 TILE = {3: 4, 4: 3}  # output tile m per kernel size r: F(4x4, 3x3) and F(3x3, 4x4), both on 6x6 input tiles
 # (8x8 input tiles, F(6x6, 3x3) and F(5x5, 4x4), measured 5-10% slower on the generators' layers)
 
@@ -89,12 +91,27 @@ def _pad_end(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def _to_tiles(t: torch.Tensor, k: torch.Tensor, size: int, stride: int) -> torch.Tensor:
     """Transform every `size` x `size` tile at `stride` of NCHW `t` by the Kronecker matrix k (q x size^2)
-    -> (q, C, N*tiles). A strided convolution with k's rows as filters gathers and transforms in one pass
-    (several times faster than gathering the tiles and multiplying)."""
+    -> (q, C, N*tiles), a strided view for N = 1 (bmm takes it as it is). A strided convolution with k's rows
+    as filters gathers and transforms in one pass (several times faster than gathering, then multiplying)."""
     n, c, h, w = t.shape
     q = k.shape[0]
     v = F.conv2d(t.reshape(n * c, 1, h, w), k.view(q, 1, size, size), stride=stride)
     return v.view(n, c, q, -1).permute(2, 1, 0, 3).reshape(q, c, -1)
+
+
+def _overlap_add(g: torch.Tensor, m: int) -> torch.Tensor:
+    """Tiles g (a, a, C, N, th, tw), placed at stride m < a and summed where they overlap -> (N, C, m*(th+1),
+    m*(tw+1)). Each tile overlaps only its next neighbours (a - m <= m), so four strided adds do it (several
+    times faster than F.fold)."""
+    a, _, c, n, th, tw = g.shape
+    e = a - m
+    src = g.permute(3, 2, 4, 0, 5, 1)  # (N, C, th, a, tw, a)
+    out = g.new_zeros(n, c, th + 1, m, tw + 1, m)
+    out[:, :, :th, :, :tw] = src[:, :, :, :m, :, :m]
+    out[:, :, 1:, :e, :tw] += src[:, :, :, m:, :, :m]
+    out[:, :, :th, :, 1:, :e] += src[:, :, :, :m, :, m:]
+    out[:, :, 1:, :e, 1:, :e] += src[:, :, :, m:, :, m:]
+    return out.view(n, c, m * (th + 1), m * (tw + 1))
 
 
 class _Winograd(torch.autograd.Function):
@@ -109,10 +126,11 @@ class _Winograd(torch.autograd.Function):
         th, tw = _tiles(h, w, m, r)
         KA, _, KB = transforms(r, x.device)
         V = _to_tiles(_pad_end(x, m * th + r - 1, m * tw + r - 1), KB, a, m)
-        y = (KA @ torch.bmm(U, V).view(a * a, -1)).view(m, m, o, n, th, tw)
+        M = torch.bmm(U, V)
+        if bias is not None:  # M at point (1, 1) adds to every output of its tile (A^T's column there is ones)
+            M[ONE * (a + 1)] += bias.float().view(o, 1)
+        y = (KA @ M.view(a * a, -1)).view(m, m, o, n, th, tw)
         y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, o, m * th, m * tw)
-        if bias is not None:
-            y += bias.float().view(1, o, 1, 1)
         ctx.save_for_backward(U, V)  # freed with the graph (at once under no_grad)
         ctx.shape = (n, c, h, w, r, th, tw)
         return y[:, :, :h - r + 1, :w - r + 1]
@@ -126,10 +144,9 @@ class _Winograd(torch.autograd.Function):
         KA, KG, KB = transforms(r, gy.device)
         gM = _to_tiles(_pad_end(gy.float(), m * th, m * tw), KA.T.contiguous(), m, m)  # gradient of A^T . A
         gx = gw = gb = None
-        if ctx.needs_input_grad[0]:  # B . B^T of each tile, tiles overlap-added (fold)
-            gd = (KB.T @ torch.bmm(U.transpose(1, 2), gM).view(a * a, -1)).view(a * a, c, n, th * tw)
-            gx = F.fold(gd.permute(2, 1, 0, 3).reshape(n, c * a * a, th * tw), (m * th + r - 1, m * tw + r - 1),
-                        a, stride=m)[:, :, :h, :w]
+        if ctx.needs_input_grad[0]:  # B . B^T of each tile, tiles overlap-added
+            gd = (KB.T @ torch.bmm(U.transpose(1, 2), gM).view(a * a, -1)).view(a, a, c, n, th, tw)
+            gx = _overlap_add(gd, m)[:, :, :h, :w]
         if ctx.needs_input_grad[1]:
             gU = torch.bmm(gM, V.transpose(1, 2))
             gw = (KG.T @ gU.view(a * a, -1)).view(r, r, *U.shape[1:]).permute(2, 3, 0, 1)
@@ -141,7 +158,7 @@ class _Winograd(torch.autograd.Function):
 def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, padding: int = 0,
                     U: torch.Tensor | None = None) -> torch.Tensor:
     """F.conv2d(x, weight, bias, stride=1, padding=padding) for a 3x3 or 4x4 OIHW weight, by Winograd
-    F(6x6, 3x3) or F(5x5, 4x4). U: `transform_weight(weight)` when the caller caches it. The output has
+    F(4x4, 3x3) or F(3x3, 4x4). U: `transform_weight(weight)` when the caller caches it. The output has
     x's dtype (the autocast dtype under autocast) and layout."""
     r = weight.shape[-1]
     if (weight.dim() != 4 or r not in TILE or weight.shape[2] != r or x.dim() != 4
@@ -159,19 +176,11 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return dense(y.to(dtype), fmt)
 
 
-class WinogradConv2d(nn.Conv2d):
+class WinogradConv2d(FastConv2d):
     """nn.Conv2d (3x3 or 4x4, stride 1, zero padding) computed by `winograd_conv2d`; exports and
     torch.compile record the plain convolution (compiling the Winograd ops took over 200 s for a CycleGAN
     step's first iteration and then ran slower than eager Winograd; inductor also failed to lower their
     backward with dynamic shapes). The transformed weight is cached until the weight changes."""
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
-        """A module sharing `conv`'s Parameters."""
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
-                  bias=conv.bias is not None, device="meta")
-        new.weight, new.bias = conv.weight, conv.bias
-        return new
 
     def _transformed(self, weight: torch.Tensor) -> torch.Tensor:
         key = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
@@ -179,27 +188,28 @@ class WinogradConv2d(nn.Conv2d):
             self._cache_key, self._cache = key, transform_weight(weight)
         return self._cache
 
-    def _conv_forward(self, x, weight, bias):
-        if exporting() or torch.compiler.is_compiling():  # torch.compile lowers the plain convolution itself
-            return super()._conv_forward(x, weight, bias)
+    def _fast(self, x, weight, bias):
         return winograd_conv2d(x, weight, bias, self.padding[0], self._transformed(weight))
 
 
 def winograd_applicable(m: nn.Module) -> bool:
     """A plain nn.Conv2d that Winograd computes here: 3x3 or 4x4, stride 1, undilated, ungrouped, equal
     zero padding."""
-    return (type(m) is nn.Conv2d and m.kernel_size[0] == m.kernel_size[1] and m.kernel_size[0] in TILE
-            and m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros"
-            and m.padding[0] == m.padding[1])
+    return plain_stride1_conv(m) and m.kernel_size[0] in TILE
 
 
 def patch_winograd(model: nn.Module) -> int:
-    """Swap every applicable nn.Conv2d of `model` for a WinogradConv2d in place (same Parameters and
-    state-dict keys); returns how many were swapped."""
+    """The CPU convolution path, in place: every stride-1 conv with at most MAX_OUT output channels becomes
+    a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d (same Parameters and state-dict keys).
+    Also keeps freed memory in the process (`keep_freed_memory`). Returns how many convs were swapped."""
     swapped = 0
     for parent in model.modules():
         for name, child in parent._modules.items():
-            if child is not None and winograd_applicable(child):
-                parent._modules[name] = WinogradConv2d.from_conv(child)
+            new = (ShiftConv2d if shift_applicable(child) else WinogradConv2d if winograd_applicable(child)
+                   else None)
+            if new is not None:
+                parent._modules[name] = new.from_conv(child)
                 swapped += 1
+    if swapped:
+        keep_freed_memory()
     return swapped

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gantk.kernels.shift_conv import ShiftConv2d
 from gantk.kernels.winograd import TILE, WinogradConv2d, matrices, patch_winograd, transform_weight, winograd_conv2d
 from gantk.models import define_G
 
@@ -124,16 +125,25 @@ def test_module_caches_the_transformed_weight_until_the_weight_changes():
     assert torch.allclose(conv._cache, transform_weight(conv.weight))
 
 
+def patched_copy(netG: str, ngf: int) -> nn.Module:
+    net = define_G(3, 3, ngf, netG, norm="instance")
+    patch_winograd(net)
+    return net
+
+
 def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
-    """resnet_6blocks: 12 stride-1 3x3 convs (2 per block); the 7x7 and strided convs stay. The U-Net has
-    none. Keys, Parameters and (to rounding) outputs are unchanged."""
+    """resnet_6blocks: 12 stride-1 3x3 convs (2 per block) become Winograd, the last 7x7 (to 3 channels) and,
+    at ngf 4, also the first (to 4) GEMM+shift ones; strided convs stay. The U-Net has none. Keys,
+    Parameters and (to rounding) outputs are unchanged."""
     torch.manual_seed(0)
     ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
     net = copy.deepcopy(ref)
     params = list(net.parameters())
-    assert patch_winograd(net) == 12
+    assert patch_winograd(net) == 14
     assert list(net.state_dict()) == list(ref.state_dict()) and list(net.parameters()) == params
     assert sum(isinstance(m, WinogradConv2d) for m in net.modules()) == 12
+    assert [i for i, m in enumerate(net.model) if isinstance(m, ShiftConv2d)] == [1, len(net.model) - 2]
+    assert sum(isinstance(m, ShiftConv2d) for m in patched_copy("resnet_6blocks", ngf=8).modules()) == 1
     x = torch.rand(2, 3, 36, 44) * 2 - 1
     with torch.no_grad():
         assert (net(x) - ref(x)).abs().max() < 1e-4
@@ -145,12 +155,14 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
 
 
 def test_patch_swaps_the_patchgan_stride1_convs():
-    """basic PatchGAN (n_layers 3): its last two 4x4 convs have stride 1 (F(3x3, 4x4)); the strided stay."""
+    """basic PatchGAN (n_layers 3): its last two 4x4 convs have stride 1, the one to 1 channel becomes
+    GEMM+shift, the other F(3x3, 4x4); the strided stay."""
     from gantk.models import define_D
     torch.manual_seed(0)
     ref = define_D(3, 8, "basic", norm="instance")
     net = copy.deepcopy(ref)
     assert patch_winograd(net) == 2
+    assert isinstance(net.model[-1], ShiftConv2d) and isinstance(net.model[-4], WinogradConv2d)
     x = torch.rand(2, 3, 70, 70, requires_grad=True)
     want = ref(x)
     got = net(x)
@@ -161,12 +173,14 @@ def test_patch_swaps_the_patchgan_stride1_convs():
 
 
 def test_patch_swaps_the_transformer_net_convs():
-    """fast_style's TransformerNet: 10 residual + 2 upsampling 3x3 stride-1 convs; odd sizes kept."""
+    """fast_style's TransformerNet: 10 residual + 2 upsampling 3x3 stride-1 convs (Winograd) and the last 9x9
+    to RGB (GEMM+shift); odd sizes kept."""
     from gantk.models.style import TransformerNet
     torch.manual_seed(0)
     ref = TransformerNet().eval()
     net = copy.deepcopy(ref)
-    assert patch_winograd(net) == 12
+    assert patch_winograd(net) == 13
+    assert isinstance(net.deconv3.conv2d, ShiftConv2d)
     x = torch.rand(1, 3, 33, 47) * 255
     with torch.no_grad():
         want = ref(x)

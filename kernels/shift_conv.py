@@ -1,0 +1,139 @@
+"""GEMM-and-shift convolution for layers with few output channels, a CPU speed path (`--kernels winograd`).
+
+oneDNN computes a convolution with 1-4 output channels (the generators' last 7x7 conv to RGB, PatchGAN's
+last 4x4 conv to one logit) far below its GEMM speed: its kernels block 8-16 output channels. Here the
+layer is one dense GEMM instead, Z = W (O*k*k x C) @ X (C x H*W), over the whole flattened input, followed
+by a shift-and-add of Z's k*k rows per output channel: with the image flattened row by row, tap (a, b) is
+a shift by a*W + b, so every add is a contiguous slice (columns past the output's width are computed
+and cropped). The backward is the same GEMMs transposed: the shifted copies of the output gradient form
+gZ, then gx = W^T gZ and gW = gZ X^T. The input is cut into chunks of CHUNK positions so that Z stays
+a few MB (one 40 MB Z would also come from fresh, page-faulting memory on every call). Same multiply-adds
+as the direct convolution, in fp32; results differ by rounding only.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gantk.kernels.runtime import dense, exporting, memory_format
+
+MAX_OUT = 4  # layers with at most this many output channels (oneDNN is efficient above)
+CHUNK = 16384  # input positions per GEMM (Z: O*k*k x CHUNK)
+
+
+def _taps(k: int, row: int):
+    """(a, b, offset) of each tap of a k x k kernel on an image with rows of `row` flattened."""
+    return [(a, b, a * row + b) for a in range(k) for b in range(k)]
+
+
+class _ShiftConv(torch.autograd.Function):
+    """Valid (unpadded) stride-1 convolution of fp32 NCHW x by an (O, C, k, k) weight."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        n, c, hp, wp = x.shape
+        o, k = weight.shape[0], weight.shape[2]
+        h, length = hp - k + 1, hp * wp
+        W = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)
+        xf = x.reshape(n, c, length)
+        y = x.new_zeros(n, o, h * wp)  # y[p] = sum over taps of Z[tap, p + offset]
+        for q0 in range(0, length, CHUNK):
+            q1 = min(length, q0 + CHUNK)
+            Z = torch.matmul(W, xf[:, :, q0:q1]).view(n, o, k, k, q1 - q0)
+            for a, b, off in _taps(k, wp):
+                lo, hi = max(q0 - off, 0), min(q1 - off, h * wp)
+                if lo < hi:
+                    y[:, :, lo:hi] += Z[:, :, a, b, lo + off - q0:hi + off - q0]
+        y = y.view(n, o, h, wp)[..., :wp - k + 1]
+        if bias is not None:
+            y = y + bias.float().view(1, o, 1, 1)
+        ctx.save_for_backward(x, weight)
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, weight = ctx.saved_tensors
+        n, c, hp, wp = x.shape
+        o, k = weight.shape[0], weight.shape[2]
+        h, length = hp - k + 1, hp * wp
+        W = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)
+        xf = x.reshape(n, c, length)
+        gyf = F.pad(gy.float(), (0, k - 1)).reshape(n, o, h * wp)  # rows of the padded width
+        want_x, want_w = ctx.needs_input_grad[:2]
+        gx = x.new_empty(n, c, length) if want_x else None
+        gW = x.new_zeros(o * k * k, c) if want_w else None
+        for q0 in range(0, length, CHUNK):
+            q1 = min(length, q0 + CHUNK)
+            gZ = x.new_zeros(n, o, k, k, q1 - q0)  # gZ[tap, q] = gy[q - offset]
+            for a, b, off in _taps(k, wp):
+                lo, hi = max(q0, off), min(q1, h * wp + off)
+                if lo < hi:
+                    gZ[:, :, a, b, lo - q0:hi - q0] = gyf[:, :, lo - off:hi - off]
+            gZ = gZ.view(n, o * k * k, q1 - q0)
+            if want_x:
+                gx[:, :, q0:q1] = W.T @ gZ
+            if want_w:
+                gW += (gZ @ xf[:, :, q0:q1].transpose(1, 2)).sum(0)
+        gw = gW.view(o, k, k, c).permute(0, 3, 1, 2) if want_w else None
+        gb = gy.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
+        return gx.view(n, c, hp, wp) if want_x else None, gw, gb
+
+
+def shift_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 padding: int = 0) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, stride=1, padding=padding) by GEMM and shift (any square kernel), computed
+    in fp32; the output has x's dtype (the autocast dtype under autocast) and layout."""
+    if weight.dim() != 4 or x.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"shift_conv2d: expected NCHW input and an (O, {x.shape[1]}, k, k) weight, "
+                         f"got {tuple(x.shape)} and {tuple(weight.shape)}")
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    fmt = memory_format(x)
+    if padding:
+        x = F.pad(x, (padding,) * 4)
+    if min(x.shape[2:]) < weight.shape[2]:
+        raise ValueError(f"shift_conv2d: input {x.shape[2]}x{x.shape[3]} (padded) is smaller than the kernel")
+    with torch.autocast(x.device.type, enabled=False):
+        y = _ShiftConv.apply(x.float().contiguous(), weight.float(), bias)
+    return dense(y.to(dtype), fmt)
+
+
+class FastConv2d(nn.Conv2d):
+    """An nn.Conv2d computed by `_fast`; exports and torch.compile record the plain convolution (inductor
+    compiles that well; the fast paths' many small ops compile slowly and failed to lower with dynamic
+    shapes)."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "FastConv2d":
+        """A module sharing `conv`'s Parameters."""
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                  bias=conv.bias is not None, device="meta")
+        new.weight, new.bias = conv.weight, conv.bias
+        return new
+
+    def _conv_forward(self, x, weight, bias):
+        if exporting() or torch.compiler.is_compiling():
+            return super()._conv_forward(x, weight, bias)
+        return self._fast(x, weight, bias)
+
+    def _fast(self, x, weight, bias):
+        raise NotImplementedError
+
+
+class ShiftConv2d(FastConv2d):
+    """nn.Conv2d (stride 1, zero padding, few output channels) computed by `shift_conv2d`."""
+
+    def _fast(self, x, weight, bias):
+        return shift_conv2d(x, weight, bias, self.padding[0])
+
+
+def plain_stride1_conv(m: nn.Module) -> bool:
+    """A plain nn.Conv2d with a square kernel, stride 1, no dilation or groups, equal zero padding."""
+    return (type(m) is nn.Conv2d and m.kernel_size[0] == m.kernel_size[1] and m.stride == (1, 1)
+            and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros"
+            and m.padding[0] == m.padding[1])
+
+
+def shift_applicable(m: nn.Module) -> bool:
+    """A conv that `shift_conv2d` computes faster than oneDNN here: stride 1, kernel >= 3, <= MAX_OUT outputs."""
+    return plain_stride1_conv(m) and m.kernel_size[0] >= 3 and m.out_channels <= MAX_OUT
