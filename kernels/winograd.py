@@ -106,8 +106,10 @@ def _overlap_add(g: torch.Tensor, m: int) -> torch.Tensor:
     a, _, c, n, th, tw = g.shape
     e = a - m
     src = g.permute(3, 2, 4, 0, 5, 1)  # (N, C, th, a, tw, a)
-    out = g.new_zeros(n, c, th + 1, m, tw + 1, m)
+    out = g.new_empty(n, c, th + 1, m, tw + 1, m)
     out[:, :, :th, :, :tw] = src[:, :, :, :m, :, :m]
+    out[:, :, th].zero_()
+    out[:, :, :th, :, tw].zero_()
     out[:, :, 1:, :e, :tw] += src[:, :, :, m:, :, :m]
     out[:, :, :th, :, 1:, :e] += src[:, :, :, :m, :, m:]
     out[:, :, 1:, :e, 1:, :e] += src[:, :, :, m:, :, m:]
