@@ -80,22 +80,29 @@ class _ShiftConv(torch.autograd.Function):
         return gx.view(n, c, hp, wp) if want_x else None, gw, gb
 
 
-def shift_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 padding: int = 0) -> torch.Tensor:
-    """F.conv2d(x, weight, bias, stride=1, padding=padding) by GEMM and shift (any square kernel), computed
-    in fp32; the output has x's dtype (the autocast dtype under autocast) and layout."""
-    if weight.dim() != 4 or x.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] != weight.shape[3]:
-        raise ValueError(f"shift_conv2d: expected NCHW input and an (O, {x.shape[1]}, k, k) weight, "
-                         f"got {tuple(x.shape)} and {tuple(weight.shape)}")
+def fp32_conv(op, name: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+              *extra) -> torch.Tensor:
+    """The CPU conv paths' shared wrapper: zero-pad x, check it covers the kernel, run the autograd Function
+    `op` in fp32 with autocast off; the output gets x's dtype (the autocast dtype under autocast) and layout."""
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     fmt = memory_format(x)
     if padding:
         x = F.pad(x, (padding,) * 4)
     if min(x.shape[2:]) < weight.shape[2]:
-        raise ValueError(f"shift_conv2d: input {x.shape[2]}x{x.shape[3]} (padded) is smaller than the kernel")
+        raise ValueError(f"{name}: input {x.shape[2]}x{x.shape[3]} (padded) is smaller than the kernel")
     with torch.autocast(x.device.type, enabled=False):
-        y = _ShiftConv.apply(x.float().contiguous(), weight.float(), bias)
+        y = op.apply(x.float().contiguous(), weight.float(), bias, *extra)
     return dense(y.to(dtype), fmt)
+
+
+def shift_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 padding: int = 0) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, stride=1, padding=padding) by GEMM and shift (any square kernel), in fp32
+    (see `fp32_conv` for dtypes and layouts)."""
+    if weight.dim() != 4 or x.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"shift_conv2d: expected NCHW input and an (O, {x.shape[1]}, k, k) weight, "
+                         f"got {tuple(x.shape)} and {tuple(weight.shape)}")
+    return fp32_conv(_ShiftConv, "shift_conv2d", x, weight, bias, padding)
 
 
 class FastConv2d(nn.Conv2d):

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gantk.kernels.runtime import dense, keep_freed_memory, memory_format
-from gantk.kernels.shift_conv import FastConv2d, ShiftConv2d, plain_stride1_conv, shift_applicable
+from gantk.kernels.runtime import keep_freed_memory
+from gantk.kernels.shift_conv import FastConv2d, ShiftConv2d, fp32_conv, plain_stride1_conv, shift_applicable
 
 POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # finite interpolation points, in order of use; infinity is the last
 ONE = POINTS.index(1)  # A^T's column at point 1 is all ones
@@ -73,10 +73,11 @@ def transforms(r: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
-    """OIHW r x r weight -> (n^2, O, I), in fp32."""
+    """OIHW r x r weight -> (n^2, O, I), in fp32 (also under autocast)."""
     o, i, r = weight.shape[:3]
     KG = transforms(r, weight.device)[1]
-    return (KG @ weight.detach().float().reshape(o * i, r * r).T).view(KG.shape[0], o, i)
+    with torch.autocast(weight.device.type, enabled=False):
+        return (KG @ weight.detach().float().reshape(o * i, r * r).T).view(KG.shape[0], o, i)
 
 
 def _tiles(h: int, w: int, m: int, r: int) -> tuple[int, int]:
@@ -161,21 +162,14 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
                     U: torch.Tensor | None = None) -> torch.Tensor:
     """F.conv2d(x, weight, bias, stride=1, padding=padding) for a 3x3 or 4x4 OIHW weight, by Winograd
     F(4x4, 3x3) or F(3x3, 4x4). U: `transform_weight(weight)` when the caller caches it. The output has
-    x's dtype (the autocast dtype under autocast) and layout."""
+    x's dtype (the autocast dtype under autocast) and layout (`fp32_conv`)."""
     r = weight.shape[-1]
     if (weight.dim() != 4 or r not in TILE or weight.shape[2] != r or x.dim() != 4
             or weight.shape[1] != x.shape[1]):
         raise ValueError(f"winograd_conv2d: expected NCHW input and an (O, {x.shape[1]}, r, r) weight with r in "
                          f"{sorted(TILE)}, got {tuple(x.shape)} and {tuple(weight.shape)}")
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-    fmt = memory_format(x)
-    if padding:
-        x = F.pad(x, (padding,) * 4)
-    if min(x.shape[2:]) < r:
-        raise ValueError(f"winograd_conv2d: input {x.shape[2]}x{x.shape[3]} (padded) is smaller than the kernel")
-    with torch.autocast(x.device.type, enabled=False):
-        y = _Winograd.apply(x.float(), weight.float(), bias, transform_weight(weight) if U is None else U)
-    return dense(y.to(dtype), fmt)
+    return fp32_conv(_Winograd, "winograd_conv2d", x, weight, bias, padding,
+                     transform_weight(weight) if U is None else U)
 
 
 class WinogradConv2d(FastConv2d):

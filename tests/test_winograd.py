@@ -269,3 +269,18 @@ def test_torch_compile_compiles_the_plain_convolution(caplog):
     with caplog.at_level("WARNING", logger="gantk.train"):
         CycleGANModel(cfg).setup()
     assert "winograd changes nothing" in caplog.text
+
+
+def test_patched_modules_under_autocast():
+    """--amp with --kernels winograd: the patched modules (cached transformed weight included) compute in
+    fp32 under bf16 autocast and give autocast's dtype (the weight transform once ran in bf16 there and
+    the GEMM failed on mixed dtypes)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 4, padding=1))
+    ref = copy.deepcopy(net)
+    assert patch_winograd(net) == 2
+    x = torch.randn(1, 3, 12, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = net(x), ref(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert (got.float() - want.float()).abs().max() <= 0.02 * want.float().abs().max()
