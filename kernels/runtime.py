@@ -53,8 +53,8 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc serve blocks up to 32 MiB from its heap and keep freed memory in the process.
     By default it maps each large block freshly and unmaps it when freed, so every tensor of a few MB
     (the CPU convolution paths make many per layer) starts with a page fault per 4 KiB; measured 47k per
-    CycleGAN step and ~5% of a Winograd generator step. The process then holds its peak memory until it
-    exits. False (and nothing changed) off glibc."""
+    CycleGAN step and 4-8% of a Winograd generator's forward+backward. The process then holds its peak
+    memory until it exits. False (and nothing changed) off glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))

@@ -48,24 +48,23 @@ class _ShiftConv(torch.autograd.Function):
         y = y.view(n, o, h, wp)[..., :wp - k + 1]
         if bias is not None:
             y = y + bias.float().view(1, o, 1, 1)
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(xf, W)
+        ctx.shape = (hp, wp, k)
         return y.contiguous()
 
     @staticmethod
     def backward(ctx, gy):
-        x, weight = ctx.saved_tensors
-        n, c, hp, wp = x.shape
-        o, k = weight.shape[0], weight.shape[2]
-        h, length = hp - k + 1, hp * wp
-        W = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)
-        xf = x.reshape(n, c, length)
+        xf, W = ctx.saved_tensors  # (N, C, hp*wp), (O*k*k, C)
+        hp, wp, k = ctx.shape
+        n, c, length = xf.shape
+        o, h = W.shape[0] // (k * k), hp - k + 1
         gyf = F.pad(gy.float(), (0, k - 1)).reshape(n, o, h * wp)  # rows of the padded width
         want_x, want_w = ctx.needs_input_grad[:2]
-        gx = x.new_empty(n, c, length) if want_x else None
-        gW = x.new_zeros(o * k * k, c) if want_w else None
+        gx = xf.new_empty(n, c, length) if want_x else None
+        gW = xf.new_zeros(o * k * k, c) if want_w else None
         for q0 in range(0, length, CHUNK):
             q1 = min(length, q0 + CHUNK)
-            gZ = x.new_zeros(n, o, k, k, q1 - q0)  # gZ[tap, q] = gy[q - offset]
+            gZ = xf.new_zeros(n, o, k, k, q1 - q0)  # gZ[tap, q] = gy[q - offset]
             for a, b, off in _taps(k, wp):
                 lo, hi = max(q0, off), min(q1, h * wp + off)
                 if lo < hi:
