@@ -4,8 +4,9 @@
 - `reflect_pad_conv2d`: reflect-padded convolution as an implicit GEMM, no padded copy.
 - `patch(model)`: swap a gantk generator's matching modules for fused ones, in place.
 - `winograd_conv2d` / `patch_winograd(model)`: Winograd F(4x4, 3x3) and F(3x3, 4x4) for stride-1 3x3/4x4
-  convolutions in plain torch ops (forward and backward), the CPU speed path (`--kernels winograd`), with
-  `shift_conv2d` (one GEMM + shifted adds) for stride-1 convolutions to at most 4 channels.
+  convolutions (forward and backward; GEMMs in torch, tile transforms in C from `tiles.c`, torch ops without
+  a compiler), the CPU speed path (`--kernels winograd`), with `shift_conv2d` (one GEMM + shifted adds) for
+  stride-1 convolutions to at most 4 channels.
 
 Both ops are `torch.library.custom_op`s (`gantk::instance_norm_act`, `gantk::reflect_pad_conv2d`) with
 fake kernels and registered autograd, so they trace under torch.compile(fullgraph=True) as opaque

@@ -99,22 +99,42 @@ def _plain_conv(m: nn.Module) -> bool:
             and m.stride[0] == m.stride[1] and m.padding_mode == "zeros")
 
 
+def fold_reflect_pads(model: nn.Module, make) -> int:
+    """Every ReflectionPad2d(p) directly followed by a conv (adjacent in an nn.Sequential, or TransformerNet's
+    ConvLayer) for which make(conv, p) gives a module: that module takes the conv's place and nn.Identity
+    the pad's (indices, hence state-dict keys, stay). Returns how many pairs were folded."""
+    from gantk.models.style import ConvLayer
+    folded = 0
+    for m in list(model.modules()):
+        if isinstance(m, nn.Sequential):
+            pairs = list(zip(m._modules, list(m._modules)[1:]))
+        elif type(m) is ConvLayer:
+            pairs = [("reflection_pad", "conv2d")]
+        else:
+            continue
+        for a, b in pairs:
+            p = _reflect_pad(m._modules[a])
+            new = make(m._modules[b], p) if p is not None else None
+            if new is not None:
+                m._modules[a], m._modules[b] = nn.Identity(), new
+                folded += 1
+    return folded
+
+
 def _fuse_sequence(seq: nn.Sequential) -> None:
-    """Fold pad+conv and norm+activation pairs of `seq`, keeping every index (hence every key)."""
+    """Fold norm+activation pairs of `seq`, keeping every index (hence every key)."""
     keys = list(seq._modules)
     for a, b in zip(keys, keys[1:]):
         first, second = seq._modules[a], seq._modules[b]
-        if _reflect_pad(first) is not None and _plain_conv(second):
-            seq._modules[a], seq._modules[b] = nn.Identity(), ReflectPadConv2d.from_conv(second, _reflect_pad(first))
-        elif isinstance(first, InstanceNormAct) and first.activation == "none" and type(second) in FUSED_ACTIVATIONS:
+        if isinstance(first, InstanceNormAct) and first.activation == "none" and type(second) in FUSED_ACTIVATIONS:
             first.activation = FUSED_ACTIVATIONS[type(second)]
             first.negative_slope = getattr(second, "negative_slope", 0.2)
             seq._modules[b] = nn.Identity()
 
 
 def _swap(m: nn.Module) -> nn.Module:
-    """`m` with its chains fused (children first); the module to put in its place."""
-    from gantk.models.style import ConvLayer, ResidualBlock
+    """`m` with its norm chains fused (children first); the module to put in its place."""
+    from gantk.models.style import ResidualBlock
     from gantk.nn.generators import ResnetBlock
     for name, child in list(m._modules.items()):
         if child is not None:
@@ -123,9 +143,6 @@ def _swap(m: nn.Module) -> nn.Module:
         _fuse_sequence(m)
     if type(m) is nn.InstanceNorm2d and not m.track_running_stats:
         return InstanceNormAct(m)
-    if type(m) is ConvLayer and _reflect_pad(m.reflection_pad) is not None and _plain_conv(m.conv2d):
-        m.conv2d = ReflectPadConv2d.from_conv(m.conv2d, _reflect_pad(m.reflection_pad))
-        m.reflection_pad = nn.Identity()
     if type(m) is ResnetBlock and isinstance(m.conv_block[-1], InstanceNormAct):
         return FusedResnetBlock(m)
     if type(m) is ResidualBlock and isinstance(m.in1, InstanceNormAct) and isinstance(m.in2, InstanceNormAct):
@@ -135,6 +152,7 @@ def _swap(m: nn.Module) -> nn.Module:
 
 def patch(model: nn.Module) -> nn.Module:
     """Fuse `model`'s matching chains in place (see the module docstring) and return it."""
+    fold_reflect_pads(model, lambda conv, p: ReflectPadConv2d.from_conv(conv, p) if _plain_conv(conv) else None)
     new = _swap(model)
     if new is not model:  # the top-level module itself was swapped: a bare norm or block
         raise GantkError("kernels.patch: pass the whole network, not a single norm or block")

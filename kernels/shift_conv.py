@@ -28,10 +28,12 @@ def _taps(k: int, row: int):
 
 
 class _ShiftConv(torch.autograd.Function):
-    """Valid (unpadded) stride-1 convolution of fp32 NCHW x by an (O, C, k, k) weight."""
+    """Stride-1 convolution of fp32 NCHW x, zero-padded by `pad`, by an (O, C, k, k) weight."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, pad):
+        if pad:
+            x = F.pad(x, (pad,) * 4)
         n, c, hp, wp = x.shape
         o, k = weight.shape[0], weight.shape[2]
         h, length = hp - k + 1, hp * wp
@@ -49,13 +51,13 @@ class _ShiftConv(torch.autograd.Function):
         if bias is not None:
             y = y + bias.float().view(1, o, 1, 1)
         ctx.save_for_backward(xf, W)
-        ctx.shape = (hp, wp, k)
+        ctx.shape = (hp, wp, k, pad)
         return y.contiguous()
 
     @staticmethod
     def backward(ctx, gy):
         xf, W = ctx.saved_tensors  # (N, C, hp*wp), (O*k*k, C)
-        hp, wp, k = ctx.shape
+        hp, wp, k, pad = ctx.shape
         n, c, length = xf.shape
         o, h = W.shape[0] // (k * k), hp - k + 1
         gyf = F.pad(gy.float(), (0, k - 1)).reshape(n, o, h * wp)  # rows of the padded width
@@ -76,21 +78,21 @@ class _ShiftConv(torch.autograd.Function):
                 gW += (gZ @ xf[:, :, q0:q1].transpose(1, 2)).sum(0)
         gw = gW.view(o, k, k, c).permute(0, 3, 1, 2) if want_w else None
         gb = gy.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return gx.view(n, c, hp, wp) if want_x else None, gw, gb
+        gx = gx.view(n, c, hp, wp)[:, :, pad:hp - pad, pad:wp - pad] if want_x else None
+        return gx, gw, gb, None
 
 
 def fp32_conv(op, name: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
               *extra) -> torch.Tensor:
-    """The CPU conv paths' shared wrapper: zero-pad x, check it covers the kernel, run the autograd Function
-    `op` in fp32 with autocast off; the output gets x's dtype (the autocast dtype under autocast) and layout."""
+    """The CPU conv paths' shared wrapper: check the padded x covers the kernel, run the autograd Function
+    op(x, weight, bias, padding, *extra), which pads, in fp32 with autocast off; the output gets x's dtype
+    (the autocast dtype under autocast) and layout."""
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     fmt = memory_format(x)
-    if padding:
-        x = F.pad(x, (padding,) * 4)
-    if min(x.shape[2:]) < weight.shape[2]:
-        raise ValueError(f"{name}: input {x.shape[2]}x{x.shape[3]} (padded) is smaller than the kernel")
+    if min(x.shape[2:]) + 2 * padding < weight.shape[2]:
+        raise ValueError(f"{name}: input {x.shape[2]}x{x.shape[3]} (padded by {padding}) is smaller than the kernel")
     with torch.autocast(x.device.type, enabled=False):
-        y = op.apply(x.float().contiguous(), weight.float(), bias, *extra)
+        y = op.apply(x.float().contiguous(), weight.float(), bias, padding, *extra)
     return dense(y.to(dtype), fmt)
 
 
@@ -110,10 +112,12 @@ class FastConv2d(nn.Conv2d):
     shapes)."""
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "FastConv2d":
-        """A module sharing `conv`'s Parameters."""
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
-                  bias=conv.bias is not None, device="meta")
+    def from_conv(cls, conv: nn.Conv2d, reflect_pad: int = 0) -> "FastConv2d":
+        """A module sharing `conv`'s Parameters; with reflect_pad, also computing a ReflectionPad2d(reflect_pad)
+        before the (unpadded) conv."""
+        padding, mode = (reflect_pad, "reflect") if reflect_pad else (conv.padding, "zeros")
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=padding, bias=conv.bias is not None,
+                  padding_mode=mode, device="meta")
         new.weight, new.bias = conv.weight, conv.bias
         return new
 

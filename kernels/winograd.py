@@ -11,12 +11,15 @@ direct convolution, plus transforms. That matters where fp32 GEMM throughput bou
 and inference of the ResNet generators, whose residual blocks are pairs of 256-channel 3x3 convolutions.
 (cuDNN already picks Winograd on NVIDIA GPUs, so there this path brings nothing.)
 
-The input transform (and the output transform's transpose in the backward) runs as a strided
-convolution with the Kronecker matrix's rows as filters, which gathers and transforms the tiles in one
-pass. The backward stays in the transform domain: the input gradient is the transposed GEMM followed by
-the transposed input transform (tiles overlap-added by strided adds), the weight gradient a GEMM against the
-transformed input saved by the forward (2.25x the input's size). Everything runs in fp32 (the transforms
-amplify fp16/bf16 rounding); results differ from direct convolution by rounding only, ~1e-5 relative.
+The tile transforms run in C (`native`, compiled on first use): one pass gathers the tiles straight from
+the unpadded input (reflect or zero padding in the index math, so a ReflectionPad2d before the conv is
+folded in) and writes the transform domain; one pass transforms back and writes the output (or, in the
+backward, overlap-adds the tiles and folds the padding back). Without a C compiler the same maths runs as
+torch ops: a strided convolution with the Kronecker matrix's rows as filters, matmuls and strided adds.
+The backward stays in the transform domain: the input gradient is the transposed GEMM followed by the
+transposed input transform, the weight gradient a GEMM against the transformed input saved by the forward
+(2.25x the input's size). Everything runs in fp32 (the transforms amplify fp16/bf16 rounding); results differ
+from direct convolution by rounding only, ~1e-5 relative.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gantk.kernels import native
+from gantk.kernels.patch import fold_reflect_pads
 from gantk.kernels.runtime import keep_freed_memory
 from gantk.kernels.shift_conv import FastConv2d, ShiftConv2d, fp32_conv, plain_stride1_conv, shift_applicable
 
@@ -55,6 +60,7 @@ def matrices(m: int, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         for k in range(r):
             target[i, k, i + k] = 1
     BT = torch.linalg.lstsq(C, target.reshape(m * r, n)).solution
+    BT[BT.abs() < 1e-12] = 0  # exact zeros where the solver left rounding noise
     if not torch.allclose(C @ BT, target.reshape(m * r, n), atol=1e-9):
         raise ValueError(f"no Winograd F({m}, {r}) on points {POINTS[:n - 1]}")
     return AT, G, BT
@@ -70,6 +76,14 @@ def transforms(r: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     if key not in _MATS:
         _MATS[key] = tuple(torch.kron(t, t).float().to(key[1]) for t in matrices(TILE[r], r))
     return _MATS[key]
+
+
+@functools.cache
+def line_transforms(r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 1-D matrices the C transforms apply on both sides of a tile, fp32 contiguous on the CPU:
+    A^T (output), A (its adjoint), B^T (input), B (its adjoint)."""
+    AT, _, BT = (t.float() for t in matrices(TILE[r], r))
+    return AT.contiguous(), AT.T.contiguous(), BT.contiguous(), BT.T.contiguous()
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -117,63 +131,99 @@ def _overlap_add(g: torch.Tensor, m: int) -> torch.Tensor:
     return out.view(n, c, m * (th + 1), m * (tw + 1))
 
 
+def _unpad(g: torch.Tensor, pad: int, reflect: bool) -> torch.Tensor:
+    """The gradient of F.pad(x, pad, reflect or zeros) w.r.t. x, from the padded gradient g."""
+    if not pad:
+        return g
+    n, c, h, w = g.shape
+    if not reflect:
+        return g[:, :, pad:h - pad, pad:w - pad]
+    shape = g.new_zeros(()).expand(n, c, h - 2 * pad, w - 2 * pad)  # only its shape is read
+    return torch.ops.aten.reflection_pad2d_backward(g, shape, [pad] * 4)
+
+
 class _Winograd(torch.autograd.Function):
-    """Valid (unpadded) stride-1 r x r convolution of fp32 NCHW x with transformed weight U."""
+    """Stride-1 r x r convolution of fp32 NCHW x, padded by `pad` (reflect or zeros), with transformed
+    weight U. The tile transforms are the C ones (`native`) where they built, else torch ops."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, U):
+    def forward(ctx, x, weight, bias, pad, reflect, U):
         n, c, h, w = x.shape
         o, r = U.shape[1], weight.shape[2]
         m = TILE[r]
         a = m + r - 1
-        th, tw = _tiles(h, w, m, r)
-        KA, _, KB = transforms(r, x.device)
-        V = _to_tiles(_pad_end(x, m * th + r - 1, m * tw + r - 1), KB, a, m)
+        ho, wo = h + 2 * pad - r + 1, w + 2 * pad - r + 1
+        th, tw = -(-ho // m), -(-wo // m)
+        use_c = native.library() is not None
+        AT, _, BT, _ = line_transforms(r)
+        if use_c:
+            V = native.tiles_in(x, BT, m, pad, reflect, th, tw)
+        else:
+            xp = F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x
+            V = _to_tiles(_pad_end(xp, m * th + r - 1, m * tw + r - 1), transforms(r, x.device)[2], a, m)
         M = torch.bmm(U, V)
         if bias is not None:  # M at point (1, 1) adds to every output of its tile (A^T's column there is ones)
             M[ONE * (a + 1)] += bias.float().view(o, 1)
-        y = (KA @ M.view(a * a, -1)).view(m, m, o, n, th, tw)
-        y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, o, m * th, m * tw)
+        if use_c:
+            y = native.tiles_out(M, AT, m, 0, False, n, th, tw, ho, wo)
+        else:
+            y = (transforms(r, x.device)[0] @ M.view(a * a, -1)).view(m, m, o, n, th, tw)
+            y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, o, m * th, m * tw)[:, :, :ho, :wo]
         ctx.save_for_backward(U, V)  # freed with the graph (at once under no_grad)
-        ctx.shape = (n, c, h, w, r, th, tw)
-        return y[:, :, :h - r + 1, :w - r + 1]
+        ctx.shape = (n, c, h, w, r, pad, reflect, th, tw, use_c)
+        return y
 
     @staticmethod
     def backward(ctx, gy):
         U, V = ctx.saved_tensors
-        n, c, h, w, r, th, tw = ctx.shape
+        n, c, h, w, r, pad, reflect, th, tw, use_c = ctx.shape
         m = TILE[r]
         a = m + r - 1
         KA, KG, KB = transforms(r, gy.device)
-        gM = _to_tiles(_pad_end(gy.float(), m * th, m * tw), KA.T.contiguous(), m, m)  # gradient of A^T . A
+        _, A, _, B = line_transforms(r)
+        gy = gy.float().contiguous()
+        if use_c:  # gradient of A^T . A
+            gM = native.tiles_in(gy, A, m, 0, False, th, tw)
+        else:
+            gM = _to_tiles(_pad_end(gy, m * th, m * tw), KA.T.contiguous(), m, m)
         gx = gw = gb = None
-        if ctx.needs_input_grad[0]:  # B . B^T of each tile, tiles overlap-added
-            gd = (KB.T @ torch.bmm(U.transpose(1, 2), gM).view(a * a, -1)).view(a, a, c, n, th, tw)
-            gx = _overlap_add(gd, m)[:, :, :h, :w]
+        if ctx.needs_input_grad[0]:  # B . B^T of each tile, tiles overlap-added, padding folded back
+            gV = torch.bmm(U.transpose(1, 2), gM)
+            if use_c:
+                gx = native.tiles_out(gV, B, m, pad, reflect, n, th, tw, h, w)
+            else:
+                gd = (KB.T @ gV.view(a * a, -1)).view(a, a, c, n, th, tw)
+                gx = _unpad(_overlap_add(gd, m)[:, :, :h + 2 * pad, :w + 2 * pad], pad, reflect)
         if ctx.needs_input_grad[1]:
             gU = torch.bmm(gM, V.transpose(1, 2))
             gw = (KG.T @ gU.view(a * a, -1)).view(r, r, *U.shape[1:]).permute(2, 3, 0, 1)
         if ctx.needs_input_grad[2]:
             gb = gy.sum((0, 2, 3))
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None, None
 
 
 def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, padding: int = 0,
-                    U: torch.Tensor | None = None) -> torch.Tensor:
-    """F.conv2d(x, weight, bias, stride=1, padding=padding) for a 3x3 or 4x4 OIHW weight, by Winograd
-    F(4x4, 3x3) or F(3x3, 4x4). U: `transform_weight(weight)` when the caller caches it. The output has
-    x's dtype (the autocast dtype under autocast) and layout (`fp32_conv`)."""
+                    U: torch.Tensor | None = None, padding_mode: str = "zeros") -> torch.Tensor:
+    """F.conv2d(F.pad(x, padding, padding_mode), weight, bias) for a 3x3 or 4x4 OIHW weight (stride 1), by
+    Winograd F(4x4, 3x3) or F(3x3, 4x4); padding_mode "zeros" or "reflect". U: `transform_weight(weight)`
+    when the caller caches it. The output has x's dtype (the autocast dtype under autocast) and layout."""
     r = weight.shape[-1]
     if (weight.dim() != 4 or r not in TILE or weight.shape[2] != r or x.dim() != 4
             or weight.shape[1] != x.shape[1]):
         raise ValueError(f"winograd_conv2d: expected NCHW input and an (O, {x.shape[1]}, r, r) weight with r in "
                          f"{sorted(TILE)}, got {tuple(x.shape)} and {tuple(weight.shape)}")
-    return fp32_conv(_Winograd, "winograd_conv2d", x, weight, bias, padding,
+    if padding_mode not in ("zeros", "reflect"):
+        raise ValueError(f"winograd_conv2d: padding_mode must be 'zeros' or 'reflect', got {padding_mode!r}")
+    reflect = padding_mode == "reflect"
+    if reflect and padding >= min(x.shape[2:]):
+        raise ValueError(f"winograd_conv2d: reflect padding {padding} needs an input larger than that, got "
+                         f"{x.shape[2]}x{x.shape[3]}")
+    return fp32_conv(_Winograd, "winograd_conv2d", x, weight, bias, padding, reflect,
                      transform_weight(weight) if U is None else U)
 
 
 class WinogradConv2d(FastConv2d):
-    """nn.Conv2d (3x3 or 4x4, stride 1, zero padding) computed by `winograd_conv2d`; exports and
+    """nn.Conv2d (3x3 or 4x4, stride 1, zero or reflect padding) computed by `winograd_conv2d`; exports and
     torch.compile record the plain convolution (compiling the Winograd ops took over 200 s for a CycleGAN
     step's first iteration and then ran slower than eager Winograd; inductor also failed to lower their
     backward with dynamic shapes). The transformed weight is cached until the weight changes."""
@@ -185,7 +235,7 @@ class WinogradConv2d(FastConv2d):
         return self._cache
 
     def _fast(self, x, weight, bias):
-        return winograd_conv2d(x, weight, bias, self.padding[0], self._transformed(weight))
+        return winograd_conv2d(x, weight, bias, self.padding[0], self._transformed(weight), self.padding_mode)
 
 
 def winograd_applicable(m: nn.Module) -> bool:
@@ -196,9 +246,15 @@ def winograd_applicable(m: nn.Module) -> bool:
 
 def patch_winograd(model: nn.Module) -> int:
     """The CPU convolution path, in place: every stride-1 conv with at most MAX_OUT output channels becomes
-    a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d (same Parameters and state-dict keys).
+    a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d, which also takes over a
+    ReflectionPad2d just before it (the pad's place gets an nn.Identity; Parameters and state-dict keys stay).
     Also keeps freed memory in the process (`keep_freed_memory`). Returns how many convs were swapped."""
-    swapped = 0
+    def with_pad(conv: nn.Module, pad: int) -> nn.Module | None:
+        if winograd_applicable(conv) and conv.padding == (0, 0) and not shift_applicable(conv):
+            return WinogradConv2d.from_conv(conv, reflect_pad=pad)
+        return None
+
+    swapped = fold_reflect_pads(model, with_pad)
     for parent in model.modules():
         for name, child in parent._modules.items():
             new = (ShiftConv2d if shift_applicable(child) else WinogradConv2d if winograd_applicable(child)

@@ -10,8 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gantk.kernels import native
 from gantk.kernels.shift_conv import ShiftConv2d
-from gantk.kernels.winograd import TILE, WinogradConv2d, matrices, patch_winograd, transform_weight, winograd_conv2d
+from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices, patch_winograd, transform_weight,
+                                    winograd_conv2d)
 from gantk.models import define_G
 
 
@@ -60,23 +62,80 @@ SHAPES = [(1, 1, 2, 3, 3, 0, 3), (1, 4, 3, 2, 5, 1, 3), (2, 5, 3, 7, 9, 1, 3), (
           (3, 6, 4, 13, 6, 1, 3), (1, 2, 3, 4, 4, 0, 4), (2, 5, 3, 7, 9, 1, 4), (1, 8, 1, 11, 12, 1, 4)]
 
 
+@pytest.fixture(params=["c", "torch"])
+def transforms_in(request, monkeypatch):
+    """Run a test with the C tile transforms and again with the torch-op ones (as without a compiler)."""
+    if request.param == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    elif native.library() is None:
+        pytest.skip("the C transforms did not build here (no C compiler?); the torch path is tested")
+    return request.param
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("n,c,o,h,w,p,k", SHAPES)
-def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, bias):
-    """fp32: output to 1e-5 of its scale, input/weight/bias gradients to 1e-5 of theirs (direct conv
-    rounds differently; the transforms add ~1e-6 relative per tile)."""
+def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, bias, mode, transforms_in):
+    """fp32, zero or reflect padding, C and torch transforms: output to 1e-5 of its scale, input/weight/bias
+    gradients to 1e-5 of theirs (direct conv rounds differently; the transforms add ~1e-6 relative per tile)."""
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, dtype=torch.float32, requires_grad=True)
     wt = (torch.randn(o, c, k, k) / (k * c ** 0.5)).requires_grad_()
     b = torch.randn(o, requires_grad=True) if bias else None
-    want = F.conv2d(x, wt, b, padding=p)
-    got = winograd_conv2d(x, wt, b, p)
+    want = F.conv2d(F.pad(x, (p,) * 4, mode="reflect" if mode == "reflect" else "constant"), wt, b)
+    got = winograd_conv2d(x, wt, b, p, padding_mode=mode)
     assert got.shape == want.shape and got.dtype == torch.float32
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
     dy = torch.randn_like(want)
     inputs = [t for t in (x, wt, b) if t is not None]
     for g_want, g_got in zip(torch.autograd.grad(want, inputs, dy), torch.autograd.grad(got, inputs, dy)):
         assert (g_got - g_want).abs().max() <= 1e-5 * g_want.abs().max()
+
+
+@pytest.mark.parametrize("r", sorted(TILE))
+@pytest.mark.parametrize("n,c,h,w,pad,reflect", [(1, 3, 64, 64, 1, True), (2, 3, 7, 5, 1, True), (2, 3, 9, 11, 1, False),
+                                                  (1, 2, 2, 3, 1, True), (1, 2, 5, 6, 0, False), (1, 2, 31, 37, 2, True)])
+def test_c_tile_transforms_match_torch_ops(r, n, c, h, w, pad, reflect):
+    """The C transforms against the same maths in torch ops (float64): tiles_in = pad, gather every tile,
+    T t T^T; tiles_out = its adjoint (checked as <tiles_in(x), t> == <x, tiles_out(t)>), also for the
+    output transform's crop. Widths give full and partial 8-tile vector blocks."""
+    if native.library() is None:
+        pytest.skip("the C transforms did not build here (no C compiler?)")
+    torch.manual_seed(0)
+    m = TILE[r]
+    a = m + r - 1
+    AT, A, BT, B = line_transforms(r)
+    x = torch.randn(n, c, h, w)
+    xp = F.pad(x.double(), (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x.double()
+    th, tw = -(-(xp.shape[2] - r + 1) // m), -(-(xp.shape[3] - r + 1) // m)
+    xp = F.pad(xp, (0, m * tw + r - 1 - xp.shape[3], 0, m * th + r - 1 - xp.shape[2]))
+    tiles = xp.unfold(2, a, m).unfold(3, a, m)  # (n, c, th, tw, a, a)
+    want = torch.einsum("pi,ncxyij,qj->pqcnxy", BT.double(), tiles, BT.double()).reshape(a * a, c, n * th * tw)
+    V = native.tiles_in(x, BT, m, pad, reflect, th, tw)
+    assert V.shape == want.shape and torch.allclose(V.double(), want, atol=1e-4)
+    t = torch.randn(a * a, c, n * th * tw)
+    back = native.tiles_out(t, B, m, pad, reflect, n, th, tw, h, w)
+    assert back.shape == x.shape
+    assert torch.allclose((V.double() * t.double()).sum(), (x.double() * back.double()).sum(), rtol=1e-4)
+    y = native.tiles_out(t, AT, m, 0, False, n, th, tw, th * m - 1, tw * m - 2)  # output tiles, cropped
+    M = t.double().view(a, a, c, n, th, tw)
+    full = torch.einsum("ip,pqcnxy,jq->ncxiyj", AT.double(), M, AT.double()).reshape(n, c, th * m, tw * m)
+    assert torch.allclose(y.double(), full[:, :, :th * m - 1, :tw * m - 2], atol=1e-4)
+
+
+def test_c_transforms_fall_back_to_torch_ops_when_the_build_fails(monkeypatch, tmp_path, caplog):
+    """A failing compiler: library() says why (one warning) and is None; the convolution still runs."""
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setenv("GANTK_CACHE_DIR", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert native.library() is None
+        assert "could not build the C Winograd transforms" in caplog.text
+        x, wt = torch.randn(1, 2, 6, 6), torch.randn(3, 2, 3, 3)
+        assert torch.allclose(winograd_conv2d(x, wt, padding=1), F.conv2d(x, wt, padding=1), atol=1e-5)
+    finally:
+        native.library.cache_clear()
 
 
 def test_only_the_needed_gradients_are_computed():
@@ -132,16 +191,20 @@ def patched_copy(netG: str, ngf: int) -> nn.Module:
 
 
 def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
-    """resnet_6blocks: 12 stride-1 3x3 convs (2 per block) become Winograd, the last 7x7 (to 3 channels) and,
-    at ngf 4, also the first (to 4) GEMM+shift ones; strided convs stay. The U-Net has none. Keys,
-    Parameters and (to rounding) outputs are unchanged."""
+    """resnet_6blocks: 12 stride-1 3x3 convs (2 per block) become Winograd, taking over the reflect pad before
+    each (an Identity in its place), the last 7x7 (to 3 channels) and, at ngf 4, also the first (to 4) GEMM+shift
+    ones (their pads stay); strided convs stay. The U-Net has none. Keys, Parameters and (to rounding) outputs
+    are unchanged."""
     torch.manual_seed(0)
     ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
     net = copy.deepcopy(ref)
     params = list(net.parameters())
     assert patch_winograd(net) == 14
     assert list(net.state_dict()) == list(ref.state_dict()) and list(net.parameters()) == params
-    assert sum(isinstance(m, WinogradConv2d) for m in net.modules()) == 12
+    winograd = [m for m in net.modules() if isinstance(m, WinogradConv2d)]
+    assert len(winograd) == 12 and all(m.padding_mode == "reflect" and m.padding == (1, 1) for m in winograd)
+    assert sum(type(m) is nn.ReflectionPad2d for m in net.modules()) == 2
+    assert sum(type(m) is nn.Identity for m in net.modules()) == 12
     assert [i for i, m in enumerate(net.model) if isinstance(m, ShiftConv2d)] == [1, len(net.model) - 2]
     assert sum(isinstance(m, ShiftConv2d) for m in patched_copy("resnet_6blocks", ngf=8).modules()) == 1
     x = torch.rand(2, 3, 36, 44) * 2 - 1
