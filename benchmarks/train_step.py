@@ -385,6 +385,10 @@ def markdown(report: dict) -> str:
         for r in report["results"]:
             if r.get("losses"):
                 lines.append(f"| {r['config']} | " + " | ".join(fmt(r['losses'].get(k), '.4g') for k in loss_names) + " |")
+        lines += ["", "They drift apart between configs after a few iterations although the first step agrees "
+                      "(tests check its losses and gradients against eager): Adam's first updates move every weight "
+                      "by about lr whatever its gradient's size, so rounding differences in near-zero gradients "
+                      "change the trajectory."]
     lines += ["", "Environment:", ""]
     lines += [f"- {k}: {v}" for k, v in env.items() if v is not None]
     lines += ["", "Command:", "", "```", report["command"], "```", ""]
