@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from gantk.errors import GantkError
+from gantk.kernels import native
 from gantk.kernels.runtime import HAS_TRITON, cuda_programs, dense, exporting, memory_format, next_pow2, use_triton
 
 if HAS_TRITON:
@@ -355,6 +356,8 @@ def _instance_norm_act_op(x: torch.Tensor, weight: torch.Tensor | None, bias: to
     if use_triton(x):
         return _forward_triton(dense(x, fmt), weight, bias, eps, activation, negative_slope, residual,
                                _out_dtype(x, residual), fmt)
+    if native.usable(x, weight, bias, residual):
+        return native.instance_norm_act(x, weight, bias, eps, activation, negative_slope, residual)
     y, mean, rstd = _forward_torch(x, weight, bias, eps, activation, negative_slope, residual)
     return dense(y, fmt), mean, rstd
 
@@ -375,6 +378,8 @@ def _instance_norm_act_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: to
     fmt = memory_format(x)
     if use_triton(x):
         return _backward_triton(dy, dense(x, fmt), weight, bias, mean, rstd, activation, negative_slope, fmt)
+    if native.usable(dy, x, weight, bias, mean, rstd):
+        return native.instance_norm_act_backward(dy, x, weight, bias, mean, rstd, activation, negative_slope)
     dx, sdz, sdzx = _backward_torch(dy, x, weight, bias, mean, rstd, activation, negative_slope)
     return dense(dx, fmt), sdz, sdzx
 
@@ -393,16 +398,37 @@ def _setup_context(ctx, inputs, output):
     ctx.residual_dtype = residual.dtype if residual is not None else None
 
 
-def _backward(ctx, dy, _dmean, _drstd):
+def _grads(ctx, dy, backward):
+    """The gradients of (x, weight, bias, eps, activation, slope, residual), from `backward`'s
+    (dx, sum dz, sum dz * xhat)."""
     x, weight, bias, mean, rstd = ctx.saved_tensors
-    dx, sdz, sdzx = _instance_norm_act_backward_op(dy, x, weight, bias, mean, rstd, ctx.activation, ctx.slope)
+    dx, sdz, sdzx = backward(dy, x, weight, bias, mean, rstd, ctx.activation, ctx.slope)
     dw = sdzx.sum(0).to(weight.dtype) if weight is not None else None
     db = sdz.sum(0).to(bias.dtype) if bias is not None else None
     dr = dy.to(ctx.residual_dtype) if ctx.residual_dtype is not None else None
     return dx, dw, db, None, None, None, dr
 
 
+def _backward(ctx, dy, _dmean, _drstd):
+    return _grads(ctx, dy, _instance_norm_act_backward_op)
+
+
 _instance_norm_act_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _InstanceNormActC(torch.autograd.Function):
+    """The C kernels as a plain autograd.Function: eager CPU calls skip the custom op's dispatch, which
+    costs more than the kernels themselves at the generators' sizes (same outputs and saved tensors)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, activation, slope, residual):
+        out = native.instance_norm_act(x, weight, bias, eps, activation, slope, residual)
+        _setup_context(ctx, (x, weight, bias, eps, activation, slope, residual), out)
+        return out[0]
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _grads(ctx, dy.contiguous(), native.instance_norm_act_backward)
 
 
 # --- public function -----------------------------------------------------------------------------------
@@ -428,4 +454,6 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     _check(x, weight, bias, activation, residual)
     if exporting():
         return plain_instance_norm_act(x, weight, bias, eps, activation, negative_slope, residual)
+    if not torch.compiler.is_compiling() and not use_triton(x) and native.usable(x, weight, bias, residual):
+        return _InstanceNormActC.apply(x, weight, bias, float(eps), activation, float(negative_slope), residual)
     return _instance_norm_act_op(x, weight, bias, float(eps), activation, float(negative_slope), residual)[0]

@@ -1,8 +1,9 @@
-"""The Winograd tile transforms in C (`tiles.c`), compiled on first use with the machine's C compiler and
-loaded with ctypes: each fuses what takes the torch path several passes (gather, pad, transform, layout
-change, overlap-add). Built with -march=native -fopenmp into GANTK_CACHE_DIR (default ~/.cache/gantk),
-keyed by the source, compiler, flags and CPU. Without a compiler, or with GANTK_NATIVE=0, `library()`
-is None and the Winograd path uses torch ops instead (same results up to rounding)."""
+"""The CPU kernels in C, compiled on first use with the machine's C compiler and loaded with ctypes:
+the Winograd tile transforms (`tiles.c`; each fuses what takes torch ops several passes: gather, pad,
+transform, layout change, overlap-add) and InstanceNorm + activation (+ residual), forward and backward
+(`norm.c`). Built with -march=native -fopenmp into GANTK_CACHE_DIR (default ~/.cache/gantk), keyed by
+the sources, compiler, flags and CPU. Without a compiler, or with GANTK_NATIVE=0, `library()` is None and
+callers use torch ops instead (same results up to rounding)."""
 from __future__ import annotations
 
 import ctypes
@@ -19,9 +20,10 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
-SOURCE = Path(__file__).with_name("tiles.c")
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("simd.h", "tiles.c", "norm.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu99", "-shared", "-fPIC")
-_L, _I, _P = ctypes.c_long, ctypes.c_int, ctypes.c_void_p
+_L, _I, _P, _F = ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_float
+ACTIVATION_CODES = {"none": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
 
 
 def _cpu_flags() -> str:
@@ -34,20 +36,23 @@ def _cpu_flags() -> str:
 
 
 def _build(cc: str) -> Path:
-    """Compile tiles.c into the cache (atomically) unless it is there; the .so's path."""
+    """Compile the sources into the cache (atomically) unless they are there; the .so's path."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *FLAGS, platform.machine(), _cpu_flags()])
+    text = [f.read_text() for f in SOURCES]
+    key = hashlib.sha256("\0".join([*text, cc, version, *FLAGS, platform.machine(), _cpu_flags()])
                          .encode()).hexdigest()[:16]
     cache = Path(os.environ.get("GANTK_CACHE_DIR") or Path.home() / ".cache" / "gantk") / "native"
-    lib = cache / f"tiles-{key}.so"
+    lib = cache / f"gantk-{key}.so"
     if not lib.exists():
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
         os.close(fd)
         try:
-            done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+            done = subprocess.run([cc, *FLAGS, *(str(f) for f in SOURCES if f.suffix == ".c"), "-o", tmp, "-lm"],
+                                  capture_output=True, text=True, timeout=300)
             if done.returncode:
-                raise RuntimeError(f"{cc} failed: {done.stderr.strip().splitlines()[-1:]}")
+                last = (done.stderr.strip().splitlines() or [""])[-1]
+                raise RuntimeError(f"{cc} exited with {done.returncode}{': ' + last if last else ''}")
             os.replace(tmp, lib)
         finally:
             if os.path.exists(tmp):
@@ -57,28 +62,40 @@ def _build(cc: str) -> Path:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled transforms, or None (GANTK_NATIVE=0, no C compiler, or the build failed: logged once)."""
+    """The compiled kernels, or None (GANTK_NATIVE=0, no C compiler, or the build failed: logged once)."""
     if os.environ.get("GANTK_NATIVE", "1") == "0":
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        log.info("no C compiler: the Winograd transforms use torch ops")
+        log.info("no C compiler: the CPU kernels use torch ops")
         return None
     try:
         lib = ctypes.CDLL(str(_build(cc)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        log.warning("could not build the C Winograd transforms (%s); using torch ops", e)
+        log.warning("could not build the C CPU kernels (%s); using torch ops", e)
         return None
     lib.gantk_tiles_in.argtypes = [_P, _L, _L, _L, _L, _L, _L, _L, _I, _P, _L, _L, _L, _P, _I]
     lib.gantk_tiles_out.argtypes = [_P, _L, _L, _L, _L, _L, _P, _L, _L, _L, _I, _L, _L, _P, _I]
-    lib.gantk_tiles_in.restype = lib.gantk_tiles_out.restype = _I
+    lib.gantk_in_fwd.argtypes = [_P, _P, _P, _P, _L, _L, _L, _F, _I, _F, _P, _P, _P, _I]
+    lib.gantk_in_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _L, _L, _L, _I, _F, _P, _P, _P, _I]
+    for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_in_fwd, lib.gantk_in_bwd):
+        f.restype = _I
     return lib
 
 
+def usable(*ts: torch.Tensor | None) -> bool:
+    """The C kernels are built and take these tensors (fp32, CPU, contiguous; None allowed)."""
+    return library() is not None and all(
+        t is None or (t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()) for t in ts)
+
+
 def _checked(*ts: torch.Tensor) -> None:
-    for t in ts:
-        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
-            raise ValueError(f"native tiles: expected contiguous fp32 CPU tensors, got {t.dtype} {t.device}")
+    if not usable(*ts):
+        raise ValueError("native: expected contiguous fp32 CPU tensors and a built library")
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
 
 
 def tiles_in(x: torch.Tensor, T: torch.Tensor, stride: int, pad: int, reflect: bool, th: int, tw: int) -> torch.Tensor:
@@ -106,3 +123,29 @@ def tiles_out(t: torch.Tensor, S: torch.Tensor, stride: int, pad: int, reflect: 
                                  out.data_ptr(), torch.get_num_threads()):
         raise MemoryError("native tiles_out: out of memory")
     return out
+
+
+def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str, slope: float, residual
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """act(InstanceNorm(x) * weight + bias) + residual for NCHW x -> (y, mean, rstd), fp32 statistics."""
+    _checked(x, weight, bias, residual)
+    n, c, h, w = x.shape
+    y = torch.empty_like(x)
+    mean, rstd = x.new_empty(n, c), x.new_empty(n, c)
+    library().gantk_in_fwd(x.data_ptr(), _ptr(weight), _ptr(bias), _ptr(residual), n, c, h * w, eps,
+                           ACTIVATION_CODES[activation], slope, y.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+                           torch.get_num_threads())
+    return y, mean, rstd
+
+
+def instance_norm_act_backward(dy, x, weight, bias, mean, rstd, activation: str, slope: float):
+    """(dx, per-plane sum of dz, per-plane sum of dz * xhat), dz the gradient before the activation."""
+    _checked(dy, x, weight, bias, mean, rstd)
+    n, c, h, w = x.shape
+    dx = torch.empty_like(x)
+    sdz, sdzx = x.new_empty(n, c), x.new_empty(n, c)
+    if library().gantk_in_bwd(dy.data_ptr(), x.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), rstd.data_ptr(),
+                              n, c, h * w, ACTIVATION_CODES[activation], slope, dx.data_ptr(), sdz.data_ptr(),
+                              sdzx.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("native instance_norm_act_backward: out of memory")
+    return dx, sdz, sdzx

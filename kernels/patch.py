@@ -150,13 +150,17 @@ def _swap(m: nn.Module) -> nn.Module:
     return m
 
 
+def patch_norms(model: nn.Module) -> nn.Module:
+    """Fuse `model`'s InstanceNorm + activation (+ residual) chains in place (no convolutions); return it."""
+    if _swap(model) is not model:  # the top-level module itself was swapped: a bare norm or block
+        raise GantkError("kernels.patch: pass the whole network, not a single norm or block")
+    return model
+
+
 def patch(model: nn.Module) -> nn.Module:
     """Fuse `model`'s matching chains in place (see the module docstring) and return it."""
     fold_reflect_pads(model, lambda conv, p: ReflectPadConv2d.from_conv(conv, p) if _plain_conv(conv) else None)
-    new = _swap(model)
-    if new is not model:  # the top-level module itself was swapped: a bare norm or block
-        raise GantkError("kernels.patch: pass the whole network, not a single norm or block")
-    return model
+    return patch_norms(model)
 
 
 def fused_modules(model: nn.Module) -> int:

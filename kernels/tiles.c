@@ -15,15 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VL 8
-#define MAXN 8 /* largest tile side */
-typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+#include "simd.h"
 
-static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static inline void vstore(float *p, vf v, long lanes) {
-    if (lanes == VL) memcpy(p, &v, sizeof v);
-    else memcpy(p, &v, sizeof(float) * (size_t)lanes);
-}
+#define MAXN 8 /* largest tile side */
+#define AI inline __attribute__((always_inline))
 
 /* Index in [0, n) of padded coordinate P, or -1 where the value is zero. */
 static long source(long P, long n, long pad, int reflect) {
@@ -44,8 +39,7 @@ static long *column_sources(long cols, long n, long pad, int reflect) {
 
 
 /* dst[s][j] = row[j*stride + s - pad] (through cmap outside the row), j < Jp. */
-static inline __attribute__((always_inline)) void deinterleave(const float *row, const long *cmap, long stride,
-                                                             long Jp, long pad, long W, float *dst) {
+static AI void deinterleave(const float *row, const long *cmap, long stride, long Jp, long pad, long W, float *dst) {
     const long lo = (pad + stride - 1) / stride;   /* first j whose whole group lies inside the row */
     long hi = (W + pad) / stride;                  /* past the last one */
     if (hi > Jp) hi = Jp;
@@ -63,26 +57,23 @@ static inline __attribute__((always_inline)) void deinterleave(const float *row,
         for (long s = 0; s < stride; s++) dst[s * Jp + j] = base[j * stride + s];
 }
 
+/* sum over r < n of m[r] * x[r * xstep]: one coefficient row of a transform against a column of vectors. */
+static AI vf combine(const float *m, const vf *x, long xstep, long n) {
+    vf acc = {0};
+    for (long r = 0; r < n; r++) acc += m[r] * x[r * xstep];
+    return acc;
+}
+
 /* One block of VL tiles of tiles_in: X[r][k] lanes = inputs, T (q x size) applied on both sides. */
-static inline __attribute__((always_inline)) void in_block(const float *ph, long Jp, long j0, long size, long stride,
-                                                         const float *T, long q, float *dst, long plane, long lanes) {
+static AI void in_block(const float *ph, long Jp, long j0, long size, long stride, const float *T, long q, float *dst,
+                        long plane, long lanes) {
     vf X[MAXN][MAXN], R[MAXN][MAXN];
     for (long r = 0; r < size; r++)
         for (long k = 0; k < size; k++) X[r][k] = vload(ph + (r * stride + k % stride) * Jp + j0 + k / stride);
     for (long a = 0; a < q; a++) /* along the rows */
-        for (long k = 0; k < size; k++) {
-            vf acc = {0};
-            for (long r = 0; r < size; r++)
-                acc += T[a * size + r] * X[r][k];
-            R[a][k] = acc;
-        }
+        for (long k = 0; k < size; k++) R[a][k] = combine(T + a * size, &X[0][k], MAXN, size);
     for (long a = 0; a < q; a++) /* along the columns */
-        for (long b = 0; b < q; b++) {
-            vf acc = {0};
-            for (long k = 0; k < size; k++)
-                acc += T[b * size + k] * R[a][k];
-            vstore(dst + (a * q + b) * plane, acc, lanes);
-        }
+        for (long b = 0; b < q; b++) vstore(dst + (a * q + b) * plane, combine(T + b * size, R[a], 1, size), lanes);
 }
 
 static void in_row(const float *ph, long Jp, long tw, long size, long stride, const float *T, long q, float *dst,
@@ -151,8 +142,8 @@ static inline void add_interleaved4(float *dst, vf a, vf b, vf c, vf d) {
 }
 
 /* One block of VL tiles of tiles_out, added into the padded plane Y at row offset `row0`. */
-static inline __attribute__((always_inline)) void out_block(const float *src, long plane, long lanes, const float *S,
-                                                          long q, long size, long stride, float *Y, long Wy, long j0) {
+static AI void out_block(const float *src, long plane, long lanes, const float *S, long q, long size, long stride,
+                         float *Y, long Wy, long j0) {
     vf I[MAXN][MAXN], R[MAXN][MAXN];
     for (long a = 0; a < q; a++)
         for (long b = 0; b < q; b++) {
@@ -166,8 +157,7 @@ static inline __attribute__((always_inline)) void out_block(const float *src, lo
     for (long a = 0; a < q; a++) /* along the columns */
         for (long v = 0; v < size; v++) {
             vf acc = {0};
-            for (long b = 0; b < q; b++)
-                acc += S[v * q + b] * I[a][b];
+            for (long b = 0; b < q; b++) acc += S[v * q + b] * I[a][b];
             R[a][v] = acc;
         }
     for (long u = 0; u < size; u++) { /* along the rows, then scattered into Y */

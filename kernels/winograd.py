@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gantk.kernels import native
-from gantk.kernels.patch import fold_reflect_pads
+from gantk.kernels.patch import fold_reflect_pads, patch_norms
 from gantk.kernels.runtime import keep_freed_memory
 from gantk.kernels.shift_conv import FastConv2d, ShiftConv2d, fp32_conv, plain_stride1_conv, shift_applicable
 
@@ -247,8 +247,9 @@ def winograd_applicable(m: nn.Module) -> bool:
 def patch_winograd(model: nn.Module) -> int:
     """The CPU convolution path, in place: every stride-1 conv with at most MAX_OUT output channels becomes
     a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d, which also takes over a
-    ReflectionPad2d just before it (the pad's place gets an nn.Identity; Parameters and state-dict keys stay).
-    Also keeps freed memory in the process (`keep_freed_memory`). Returns how many convs were swapped."""
+    ReflectionPad2d just before it (the pad's place gets an nn.Identity; Parameters and state-dict keys stay);
+    InstanceNorm + activation (+ residual) chains are fused (`patch_norms`, C kernels on CPU). Also keeps
+    freed memory in the process (`keep_freed_memory`). Returns how many convs were swapped."""
     def with_pad(conv: nn.Module, pad: int) -> nn.Module | None:
         if winograd_applicable(conv) and conv.padding == (0, 0) and not shift_applicable(conv):
             return WinogradConv2d.from_conv(conv, reflect_pad=pad)
@@ -263,5 +264,6 @@ def patch_winograd(model: nn.Module) -> int:
                 parent._modules[name] = new.from_conv(child)
                 swapped += 1
     if swapped:
+        patch_norms(model)
         keep_freed_memory()
     return swapped

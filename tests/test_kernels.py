@@ -97,13 +97,8 @@ IN_CASES = [  # (shape, affine, residual, channels_last, forced tile: small tile
 ]
 
 
-@pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-@pytest.mark.parametrize("shape,affine,residual,channels_last,tile", IN_CASES)
-def test_instance_norm_act_matches_eager(monkeypatch, shape, affine, residual, channels_last, tile, activation, dtype):
-    """Given odd/tiny sizes, both layouts and split rows, out and all gradients equal F.instance_norm + act (+ r)."""
-    if tile:
-        monkeypatch.setattr(ina, "TILE", tile)
+def check_instance_norm_act(shape, affine, residual, channels_last, activation, dtype):
+    """instance_norm_act's output and all gradients against F.instance_norm + act (+ r) in fp32."""
     g = torch.Generator().manual_seed(sum(shape))
     x = leaf(torch.randn(shape, generator=g) * 3 + 1, dtype, channels_last)
     c = shape[1]
@@ -128,6 +123,33 @@ def test_instance_norm_act_matches_eager(monkeypatch, shape, affine, residual, c
     for (name, (t, _)), got, exp in zip(named.items(), grads, want):
         assert got.dtype == t.dtype
         assert_close(got, exp, dtype, f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("shape,affine,residual,channels_last,tile", IN_CASES)
+def test_instance_norm_act_matches_eager(monkeypatch, shape, affine, residual, channels_last, tile, activation, dtype):
+    """Given odd/tiny sizes, both layouts and split rows, out and all gradients equal F.instance_norm + act (+ r)."""
+    if tile:
+        monkeypatch.setattr(ina, "TILE", tile)
+    check_instance_norm_act(shape, affine, residual, channels_last, activation, dtype)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the CPU paths")
+@pytest.mark.parametrize("path", ["c", "torch"])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("shape,affine,residual,channels_last,tile", IN_CASES + [((1, 3, 64, 67), False, True, False, None)])
+def test_instance_norm_act_cpu_paths_match_eager(monkeypatch, shape, affine, residual, channels_last, tile, activation,
+                                                 path):
+    """Without Triton (a CPU run): fp32 NCHW goes to the C kernels (`native`, planes of any length, vector
+    tails included), else, and without a compiler, to torch ops; both equal F.instance_norm + act (+ r)."""
+    from gantk.kernels import native
+    monkeypatch.setattr("gantk.kernels.runtime.INTERPRET", False)
+    if path == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    elif native.library() is None:
+        pytest.skip("the C kernels did not build here (no C compiler?)")
+    check_instance_norm_act(shape, affine, residual, channels_last, activation, "fp32")
 
 
 def test_instance_norm_act_statistics_are_fp32_for_large_offsets():

@@ -131,7 +131,7 @@ def test_c_transforms_fall_back_to_torch_ops_when_the_build_fails(monkeypatch, t
     try:
         with caplog.at_level("WARNING"):
             assert native.library() is None
-        assert "could not build the C Winograd transforms" in caplog.text
+        assert "could not build the C CPU kernels (false exited with 1)" in caplog.text
         x, wt = torch.randn(1, 2, 6, 6), torch.randn(3, 2, 3, 3)
         assert torch.allclose(winograd_conv2d(x, wt, padding=1), F.conv2d(x, wt, padding=1), atol=1e-5)
     finally:
@@ -193,8 +193,8 @@ def patched_copy(netG: str, ngf: int) -> nn.Module:
 def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     """resnet_6blocks: 12 stride-1 3x3 convs (2 per block) become Winograd, taking over the reflect pad before
     each (an Identity in its place), the last 7x7 (to 3 channels) and, at ngf 4, also the first (to 4) GEMM+shift
-    ones (their pads stay); strided convs stay. The U-Net has none. Keys, Parameters and (to rounding) outputs
-    are unchanged."""
+    ones (their pads stay); strided convs stay; the InstanceNorm + ReLU chains are fused. The U-Net has none.
+    Keys, Parameters and (to rounding) outputs are unchanged."""
     torch.manual_seed(0)
     ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
     net = copy.deepcopy(ref)
@@ -204,7 +204,10 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     winograd = [m for m in net.modules() if isinstance(m, WinogradConv2d)]
     assert len(winograd) == 12 and all(m.padding_mode == "reflect" and m.padding == (1, 1) for m in winograd)
     assert sum(type(m) is nn.ReflectionPad2d for m in net.modules()) == 2
-    assert sum(type(m) is nn.Identity for m in net.modules()) == 12
+    assert sum(type(m) is nn.Identity for m in net.modules()) == 12 + 11  # the pads and the ReLUs after a norm
+    from gantk.kernels import FusedResnetBlock, InstanceNormAct
+    assert sum(isinstance(m, InstanceNormAct) for m in net.modules()) == 17  # 5 + 2 per block, fused (patch_norms)
+    assert sum(isinstance(m, FusedResnetBlock) for m in net.modules()) == 6
     assert [i for i, m in enumerate(net.model) if isinstance(m, ShiftConv2d)] == [1, len(net.model) - 2]
     assert sum(isinstance(m, ShiftConv2d) for m in patched_copy("resnet_6blocks", ngf=8).modules()) == 1
     x = torch.rand(2, 3, 36, 44) * 2 - 1
