@@ -71,7 +71,7 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
         except ImportError as e:
             raise Unavailable(f"gantk.kernels not importable ({e})") from None
         if device.type != "cuda":
-            raise Unavailable("Triton kernels need a CUDA GPU (on CPU they fall back to the eager ops)")
+            raise Unavailable("Triton kernels need a CUDA GPU (on CPU the fast path is the winograd backend)")
         return Prepared(patch(copy.deepcopy(net)), "fp32")
     if name == "winograd":
         from gantk.kernels.winograd import patch_winograd

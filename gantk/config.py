@@ -18,8 +18,9 @@ def require_positive(cfg, *names: str) -> None:
 
 KERNELS = ("none", "triton", "winograd")
 KERNELS_HELP = ("triton: fused gantk.kernels ops for reflect-pad conv and InstanceNorm+activation chains (Triton on "
-                "CUDA, torch ops on CPU); winograd: the CPU speed path, Winograd F(4x4,3x3)/F(3x3,4x4) for the "
-                "stride-1 3x3/4x4 convolutions and GEMM+shift for stride-1 ones with at most 4 output channels")
+                "CUDA; on CPU C kernels for the norms, torch ops for the convs); winograd: the CPU speed path, "
+                "Winograd F(4x4,3x3)/F(3x3,4x4) for the stride-1 3x3/4x4 convolutions, GEMM+shift for stride-1 ones "
+                "with at most 4 output channels, and the fused InstanceNorm+activation chains in C")
 
 
 def opt(default, help: str, choices: tuple | None = None, off: str | None = None):

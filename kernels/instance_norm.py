@@ -8,6 +8,7 @@ contiguous along H*W (NCHW) or along C (channels_last). Statistics are fp32 what
   one kernel writes each chunk's (mean, M2) from Welford-style tile merges, the second merges a row's
   chunks with Chan's formula and normalises its own chunk.
 The backward has the same two shapes, with sums of dz and dz*xhat in place of (mean, M2).
+Without Triton (CPU), fp32 NCHW tensors go to the C kernels of `native` (norm.c), others to torch ops.
 """
 from __future__ import annotations
 

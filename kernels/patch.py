@@ -10,8 +10,10 @@ optimizers keep working; index-preserving nn.Identity modules take the places of
   ReLUs are calls in TransformerNet.forward, not modules, so they stay separate ops.
 BatchNorm nets (the U-Net of pix2pix, BicycleGAN with batch norm) have no matching chain and are left
 as they are; zero-padded (strided) convs and transposed convs stay cuDNN's, their norm + ReLU is fused.
-On CPU the fused modules run torch ops (Triton only under TRITON_INTERPRET=1); while exporting they
-record exactly the unpatched modules' ops.
+On CPU the fused norms run C kernels (`native`; torch ops without a compiler or for other dtypes and
+layouts), the fused convs torch ops (Triton only under TRITON_INTERPRET=1); while exporting they record
+exactly the unpatched modules' ops. `patch_norms` does the norm part alone (the CPU path of
+`--kernels winograd`).
 """
 from __future__ import annotations
 
