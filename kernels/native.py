@@ -98,6 +98,16 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
 
+def _run(name: str, *args) -> None:
+    """Call the C function `name` with `args` and the thread count; its return code: -1 out of memory,
+    -2 a tile larger than the kernels take."""
+    code = getattr(library(), name)(*args, torch.get_num_threads())
+    if code == -1:
+        raise MemoryError(f"native {name}: out of memory")
+    if code:
+        raise ValueError(f"native {name}: tiles larger than 8x8")
+
+
 def tiles_in(x: torch.Tensor, T: torch.Tensor, stride: int, pad: int, reflect: bool, th: int, tw: int) -> torch.Tensor:
     """Every T.shape[1]-sized tile at `stride` of x (N, C, H, W), padded by `pad` (reflect or zeros) and
     zero past that, transformed as T t T^T (T: q x size) -> (q*q, C, N*th*tw)."""
@@ -105,9 +115,8 @@ def tiles_in(x: torch.Tensor, T: torch.Tensor, stride: int, pad: int, reflect: b
     n, c, h, w = x.shape
     q, size = T.shape
     out = x.new_empty(q * q, c, n * th * tw)
-    if library().gantk_tiles_in(x.data_ptr(), n, c, h, w, size, stride, pad, int(reflect), T.data_ptr(), q, th, tw,
-                                out.data_ptr(), torch.get_num_threads()):
-        raise MemoryError("native tiles_in: out of memory")
+    _run("gantk_tiles_in", x.data_ptr(), n, c, h, w, size, stride, pad, int(reflect), T.data_ptr(), q, th, tw,
+         out.data_ptr())
     return out
 
 
@@ -119,9 +128,8 @@ def tiles_out(t: torch.Tensor, S: torch.Tensor, stride: int, pad: int, reflect: 
     size, q = S.shape
     c = t.shape[1]
     out = t.new_empty(n, c, h, w)
-    if library().gantk_tiles_out(t.data_ptr(), n, c, th, tw, q, S.data_ptr(), size, stride, pad, int(reflect), h, w,
-                                 out.data_ptr(), torch.get_num_threads()):
-        raise MemoryError("native tiles_out: out of memory")
+    _run("gantk_tiles_out", t.data_ptr(), n, c, th, tw, q, S.data_ptr(), size, stride, pad, int(reflect), h, w,
+         out.data_ptr())
     return out
 
 
@@ -132,9 +140,8 @@ def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str
     n, c, h, w = x.shape
     y = torch.empty_like(x)
     mean, rstd = x.new_empty(n, c), x.new_empty(n, c)
-    library().gantk_in_fwd(x.data_ptr(), _ptr(weight), _ptr(bias), _ptr(residual), n, c, h * w, eps,
-                           ACTIVATION_CODES[activation], slope, y.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
-                           torch.get_num_threads())
+    _run("gantk_in_fwd", x.data_ptr(), _ptr(weight), _ptr(bias), _ptr(residual), n, c, h * w, eps,
+         ACTIVATION_CODES[activation], slope, y.data_ptr(), mean.data_ptr(), rstd.data_ptr())
     return y, mean, rstd
 
 
@@ -144,8 +151,6 @@ def instance_norm_act_backward(dy, x, weight, bias, mean, rstd, activation: str,
     n, c, h, w = x.shape
     dx = torch.empty_like(x)
     sdz, sdzx = x.new_empty(n, c), x.new_empty(n, c)
-    if library().gantk_in_bwd(dy.data_ptr(), x.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), rstd.data_ptr(),
-                              n, c, h * w, ACTIVATION_CODES[activation], slope, dx.data_ptr(), sdz.data_ptr(),
-                              sdzx.data_ptr(), torch.get_num_threads()):
-        raise MemoryError("native instance_norm_act_backward: out of memory")
+    _run("gantk_in_bwd", dy.data_ptr(), x.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), rstd.data_ptr(),
+         n, c, h * w, ACTIVATION_CODES[activation], slope, dx.data_ptr(), sdz.data_ptr(), sdzx.data_ptr())
     return dx, sdz, sdzx

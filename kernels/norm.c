@@ -14,13 +14,6 @@ static inline float act(float z, int a, float slope) {
     return a == RELU ? (z > 0 ? z : 0.0f) : a == LEAKY ? (z > 0 ? z : z * slope) : a == TANH ? tanhf(z) : z;
 }
 
-static inline float act_grad(float z, int a, float slope) {
-    if (a == TANH) {
-        const float t = tanhf(z);
-        return 1 - t * t;
-    }
-    return a == RELU ? (z > 0 ? 1.0f : 0.0f) : a == LEAKY ? (z > 0 ? 1.0f : slope) : 1.0f;
-}
 
 /* sum of (p - shift)^2 (square), of p * q (q given) or of p, over n floats, in VL-lane partial sums (a float
  * reduction does not vectorise otherwise, and the partial sums round less than one running sum). */
@@ -77,7 +70,12 @@ int gantk_in_bwd(const float *dy, const float *x, const float *w, const float *b
             switch (a) { /* one loop per activation, so that each vectorises */
             case RELU: for (long e = 0; e < HW; e++) dz[e] = xh[e] * wc + bc > 0 ? gp[e] : 0.0f; break;
             case LEAKY: for (long e = 0; e < HW; e++) dz[e] = xh[e] * wc + bc > 0 ? gp[e] : gp[e] * slope; break;
-            case TANH: for (long e = 0; e < HW; e++) dz[e] = gp[e] * act_grad(xh[e] * wc + bc, a, slope); break;
+            case TANH:
+                for (long e = 0; e < HW; e++) {
+                    const float t = tanhf(xh[e] * wc + bc);
+                    dz[e] = gp[e] * (1 - t * t);
+                }
+                break;
             default: for (long e = 0; e < HW; e++) dz[e] = gp[e];
             }
             const float s1 = sum_of(dz, NULL, HW, 0.0f, 0), s2 = sum_of(dz, xh, HW, 0.0f, 0);

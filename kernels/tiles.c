@@ -9,7 +9,8 @@
  *            H x W output (reflected positions added to their source, zero padding dropped).
  * Both work on VL tiles at a time, one per vector lane (GCC vector extensions: AVX2 with -march=native on
  * x86), the inputs of tiles_in read from de-interleaved rows (column phase s of tile j at [s][j]). The
- * common shapes are compiled with constant sizes (fully unrolled); zero coefficients are skipped.
+ * common shapes are compiled with constant sizes (fully unrolled). Return 0, -1 (out of memory) or -2
+ * (a tile side over MAXN).
  * fp32, NCHW contiguous; tile rows (in) and planes (out) are spread over OpenMP threads.
  */
 #include <stdlib.h>
@@ -36,7 +37,6 @@ static long *column_sources(long cols, long n, long pad, int reflect) {
         for (long P = 0; P < cols; P++) map[P] = source(P, n, pad, reflect);
     return map;
 }
-
 
 /* dst[s][j] = row[j*stride + s - pad] (through cmap outside the row), j < Jp. */
 static AI void deinterleave(const float *row, const long *cmap, long stride, long Jp, long pad, long W, float *dst) {
@@ -135,13 +135,11 @@ static inline void add_interleaved4(float *dst, vf a, vf b, vf c, vf d) {
     const vf cd0 = SHUFFLE(c, d, 0, 8, 1, 9, 2, 10, 3, 11), cd1 = SHUFFLE(c, d, 4, 12, 5, 13, 6, 14, 7, 15);
     const vf o[4] = {SHUFFLE(ab0, cd0, 0, 1, 8, 9, 2, 3, 10, 11), SHUFFLE(ab0, cd0, 4, 5, 12, 13, 6, 7, 14, 15),
                      SHUFFLE(ab1, cd1, 0, 1, 8, 9, 2, 3, 10, 11), SHUFFLE(ab1, cd1, 4, 5, 12, 13, 6, 7, 14, 15)};
-    for (int k = 0; k < 4; k++) {
-        vf t = vload(dst + k * VL) + o[k];
-        memcpy(dst + k * VL, &t, sizeof t);
-    }
+    for (int k = 0; k < 4; k++) vstore(dst + k * VL, vload(dst + k * VL) + o[k], VL);
 }
 
-/* One block of VL tiles of tiles_out, added into the padded plane Y at row offset `row0`. */
+/* One block of VL tiles of tiles_out (S: size x q on both sides), added into the padded plane Y from this
+ * tile row's first row. (Its first stage is written out rather than by `combine`: measured faster.) */
 static AI void out_block(const float *src, long plane, long lanes, const float *S, long q, long size, long stride,
                          float *Y, long Wy, long j0) {
     vf I[MAXN][MAXN], R[MAXN][MAXN];
@@ -209,12 +207,12 @@ int gantk_tiles_out(const float *in, long N, long C, long th, long tw, long q, c
                 out_row(in + c * NT + (n * th + i) * tw, C * NT, tw, S, q, size, stride, Y + i * stride * Wy, Wy);
             float *plane = out + (n * C + c) * H * W; /* fold the padding back */
             memset(plane, 0, sizeof(float) * (size_t)(H * W));
+            const long inner = W < Wy - pad ? W : Wy - pad; /* columns that land on themselves */
             for (long P = 0; P < Hy; P++) {
                 const long p = source(P, H, pad, reflect);
                 if (p < 0) continue;
                 const float *row = Y + P * Wy;
                 float *dst = plane + p * W;
-                const long inner = W < Wy - pad ? W : Wy - pad;
                 for (long e = 0; e < inner; e++) dst[e] += row[pad + e];
                 for (long Pc = 0; Pc < Wy; Pc = Pc + 1 == pad ? pad + inner : Pc + 1) /* the border columns */
                     if ((Pc < pad || Pc >= pad + inner) && cmap[Pc] >= 0) dst[cmap[Pc]] += row[Pc];

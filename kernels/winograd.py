@@ -153,7 +153,7 @@ class _Winograd(torch.autograd.Function):
         m = TILE[r]
         a = m + r - 1
         ho, wo = h + 2 * pad - r + 1, w + 2 * pad - r + 1
-        th, tw = -(-ho // m), -(-wo // m)
+        th, tw = _tiles(h + 2 * pad, w + 2 * pad, m, r)
         use_c = native.library() is not None
         AT, _, BT, _ = line_transforms(r)
         if use_c:
