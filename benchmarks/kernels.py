@@ -13,6 +13,8 @@ Goals (issue 5): IN+act >= 80% of HBM peak and >= 2x eager; reflect-pad conv >= 
     python benchmarks/kernels.py               # a CUDA GPU: writes benchmarks/results/kernels_<gpu>.json and .md
     python benchmarks/kernels.py --batches 1 --dtypes fp16 --no-compile
     python benchmarks/kernels.py --interpret   # CPU smoke run: tiny cases through Triton's interpreter, writes nothing
+    python benchmarks/kernels.py --compile-only --archs 80 90   # no GPU: compile what the launchers pick, report
+                                                                # registers, spills, shared memory, vector loads
 
 Without a CUDA GPU (and without --interpret) it stops with an error: there is nothing to measure.
 Results files come only from GPU runs.
@@ -41,6 +43,8 @@ CONV_SHAPES = [  # (name, IC, H, W, OC, k, padding, stride)
     ("style down 3x3 s2", 32, 256, 256, 64, 3, 1, 2),
 ]
 GOALS = {"in_peak": 0.8, "in_speedup": 2.0, "conv_speedup_b1": 1.2}
+# compute capability: (SMs of the usual part, max shared memory per block in bytes; CUDA programming guide)
+ARCHS = {80: (108, 166912), 86: (84, 101376), 89: (142, 101376), 90: (132, 232448)}
 
 
 def parse_args(argv=None):
@@ -50,6 +54,11 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     p.add_argument("--out", default="benchmarks/results", help="folder for kernels_<gpu>.json/.md")
+    p.add_argument("--compile-only", action="store_true",
+                   help="no GPU needed: compile every kernel variant the launchers pick for the shapes above, for "
+                        "--archs, and report its resources (fails on a compile error or too much shared memory)")
+    p.add_argument("--archs", type=int, nargs="+", choices=sorted(ARCHS), default=[90],
+                   help="CUDA compute capabilities for --compile-only (80 A100, 86/89 RTX/L4/L40S, 90 H100/H200)")
     return p.parse_args(argv)
 
 
@@ -99,6 +108,144 @@ def _smoke_case(fns, args, tol):
     secs = time.perf_counter() - t0
     diff = max_diff(got, eager(*args))
     return diff, secs, diff <= tol
+
+
+# --- compile-only report --------------------------------------------------------------------------------
+class _CompileOnlyDriver:
+    """What Triton's JIT asks the active driver when it compiles (and never launches) for `arch`."""
+
+    def __init__(self, arch: int):
+        from triton.backends.compiler import GPUTarget
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+
+class _CompileInstead:
+    """Takes a kernel's place in its launcher: `kernel[grid](*args)` compiles every config the autotuner
+    would try for these arguments (with the JIT's own specialisation of them) and records each result."""
+
+    def __init__(self, kernel, name: str, rows: list, case: dict):
+        self.kernel, self.name, self.rows, self.case = kernel, name, rows, case
+
+    def __getitem__(self, grid):
+        return self.compile
+
+    def compile(self, *args, **kwargs):
+        from triton.runtime.autotuner import Autotuner
+        fn, configs = self.kernel, [None]
+        if isinstance(fn, Autotuner):
+            fn, configs = fn.fn, fn.configs
+            prune = getattr(self.kernel, "early_config_prune", None)
+            if prune:
+                configs = prune(configs, dict(zip(fn.arg_names, args), **kwargs))
+        for cfg in configs:
+            meta = cfg.all_kwargs() if cfg else {}
+            row = dict(self.case, kernel=self.name.strip("_"),
+                       config=",".join(f"{v}" for k, v in meta.items() if k.startswith("BLOCK") or k.startswith("num_")
+                                       and k != "num_ctas") or "-")
+            try:
+                row.update(_resources(fn.warmup(*args, grid=(1,), **kwargs, **meta)))
+            except Exception as e:  # noqa: BLE001 - a compile error is the finding to report
+                row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
+            self.rows.append(row)
+
+
+def _resources(kernel) -> dict:
+    """Shared memory, registers and stack (spills) of a compiled kernel (cuobjdump), and its global loads
+    by PTX instruction: vectorised (ld.global.v2/v4, cp.async) or scalar."""
+    import subprocess
+    import tempfile
+
+    import triton
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    found = dict(re.findall(r"\b(REG|STACK|LOCAL):(\d+)", usage))
+    ptx = kernel.asm["ptx"]
+    return {"shared": kernel.metadata.shared, "regs": int(found.get("REG", -1)),
+            "spill": int(found.get("STACK", 0)) + int(found.get("LOCAL", 0)),
+            "vector_loads": len(re.findall(r"\bld\.global(?:\.\w+)*\.v[248]\b|\bcp\.async\.c[ag]\b", ptx)),
+            "scalar_loads": len(re.findall(r"\bld\.global(?!(?:\.\w+)*\.v[248]\b)(?:\.\w+)+", ptx))}
+
+
+def compile_report(archs, batches, dtype_names) -> list[dict]:
+    """Rows of (arch, op, case, dtype, layout, shape, kernel, config, resources) for the real shapes."""
+    import torch
+    from triton.runtime import driver
+
+    import gantk.kernels.instance_norm as ina
+    import gantk.kernels.reflect_conv as rc
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    kernels = [(ina, n) for n in ("_in_stats_kernel", "_in_fwd_kernel", "_in_bwd_sums_kernel", "_in_bwd_kernel")]
+    kernels.append((rc, "_reflect_conv_kernel"))
+    originals = {(m, n): getattr(m, n) for m, n in kernels}
+    rows, programs = [], ina.cuda_programs
+    layouts = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+    try:
+        for arch in archs:
+            driver.set_active(_CompileOnlyDriver(arch))
+            ina.cuda_programs = lambda device, per_sm=4, sms=ARCHS[arch][0]: per_sm * sms
+            for dt, b, (lay, fmt) in ((d, b, lf) for d in dtype_names for b in batches for lf in layouts.items()):
+                def case(op, name, shape):
+                    c = dict(arch=arch, op=op, case=name, dtype=dt, layout=lay, shape=shape)
+                    for m, n in kernels:
+                        setattr(m, n, _CompileInstead(originals[m, n], n, rows, c))
+
+                for c, h, w in IN_SHAPES:
+                    x = torch.empty(b, c, h, w, dtype=dtypes[dt], memory_format=fmt)
+                    stats = torch.empty(b, c)
+                    for act, res in (("relu", None), ("none", x)):
+                        case("instance_norm_act", f"fwd {act}" + (" + residual" if res is not None else ""), [b, c, h, w])
+                        ina._forward_triton(x, None, None, 1e-5, act, 0.2, res, x.dtype, fmt)
+                        case("instance_norm_act", f"bwd {act}", [b, c, h, w])
+                        ina._backward_triton(x, x, None, None, stats, stats, act, 0.2, fmt)
+                for name, ic, h, w, oc, k, p, s in CONV_SHAPES:
+                    x = torch.empty(b, ic, h, w, dtype=dtypes[dt], memory_format=fmt)
+                    case("reflect_pad_conv2d", name, [b, ic, h, w, oc, k, p, s])
+                    rc._forward_triton(x, torch.empty(oc, ic, k, k, dtype=x.dtype), torch.empty(oc, dtype=x.dtype),
+                                       p, s, fmt)
+    finally:
+        for (m, n), k in originals.items():
+            setattr(m, n, k)
+        ina.cuda_programs = programs  # (the compile-only driver stays: this process has no GPU to go back to)
+    return rows
+
+
+def compile_only(args) -> int:
+    """Print the compile report; 1 if any variant failed to compile or needs more shared memory than its
+    architecture has."""
+    rows, seen, shown = compile_report(args.archs, args.batches, args.dtypes), set(), []
+    for r in rows:  # the same machine code as a row before (another shape of the same specialisation) is left out
+        key = (r["arch"], r["kernel"], r["dtype"], r["layout"], r["config"], r.get("shared"), r.get("regs"), r.get("error"))
+        if key not in seen:
+            seen.add(key)
+            shown.append(r)
+    print(f"{'sm':<4}{'kernel':<22}{'dtype':<6}{'layout':<7}{'config':<18}{'shared':>8}{'regs':>6}{'spill':>7}"
+          f"{'vec ld':>8}{'scalar ld':>10}  case")
+    bad = spills = 0
+    for r in shown:
+        head = f"{r['arch']:<4}{r['kernel']:<22}{r['dtype']:<6}{r['layout']:<7}{r['config']:<18}"
+        if "error" in r:
+            bad += 1
+            print(f"{head}COMPILE ERROR {r['error']}  {r['case']} {r['shape']}")
+            continue
+        over = r["shared"] > ARCHS[r["arch"]][1]
+        bad, spills = bad + over, spills + (r["spill"] > 0)
+        print(f"{head}{r['shared']:>8}{r['regs']:>6}{r['spill']:>7}{r['vector_loads']:>8}{r['scalar_loads']:>10}  "
+              f"{r['op']} {r['case']} {r['shape']}{'  OVER SHARED MEMORY LIMIT' if over else ''}")
+    print(f"{len(shown)} distinct variants ({len(rows)} launches) compiled for sm_{', sm_'.join(map(str, args.archs))}: "
+          f"{'all fit' if not bad else f'{bad} failed or over the shared-memory limit'}; {spills} spill registers")
+    return 1 if bad else 0
 
 
 # --- the GPU run ---------------------------------------------------------------------------------------
@@ -241,6 +388,9 @@ def markdown(rep: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.compile_only:
+        os.environ.pop("TRITON_INTERPRET", None)  # before gantk.kernels defines its kernels
+        return compile_only(args)
     if args.interpret:
         os.environ["TRITON_INTERPRET"] = "1"  # before gantk.kernels defines its kernels
         return smoke()

@@ -3,6 +3,9 @@
 Forward: an implicit-GEMM Triton kernel. Rows of the GEMM are output pixels (n, oh, ow), columns output
 channels, and the reduction runs over kernel taps (kh, kw) and input-channel blocks; the reflection is
 index math on the input row/column of each tap (-i before the start, 2(H-1) - i past the end).
+The weight is read from a (KH, KW, IC, OC)-contiguous copy so that its tiles are vector loads, and
+input tiles are laid out for coalesced reads in both layouts (`benchmarks/kernels.py --compile-only`
+reports the loads, registers and shared memory of every variant, without a GPU).
 Operands stay in their dtype (fp16/bf16/fp32), products accumulate in fp32; fp32 inputs use TF32 only
 where torch.backends.cudnn.allow_tf32 allows it for cuDNN. Tiles are autotuned per shape on the GPU.
 Backward: torch ops, not Triton: aten.convolution_backward on the padded input (materialised only
@@ -74,14 +77,17 @@ if HAS_TRITON:
             a_row = n * sxN + ih * sxH + iw * sxW
             for ic0 in range(0, IC, BLOCK_K):
                 ic = ic0 + k
-                a = tl.load(x_ptr + a_row[:, None] + ic[None, :] * sxC, mask=m_ok[:, None] & (ic[None, :] < IC),
+                # A is loaded as [BLOCK_K, BLOCK_M]: with nothing known about the (reflected) pixel offsets,
+                # Triton spreads a warp's threads over the last axis, consecutive pixels, which are
+                # consecutive addresses in NCHW; in channels_last sxC == 1 makes it vectorise along ic.
+                a = tl.load(x_ptr + a_row[None, :] + ic[:, None] * sxC, mask=m_ok[None, :] & (ic[:, None] < IC),
                             other=0.0)
                 b = tl.load(w_ptr + oc[None, :] * swO + ic[:, None] * swI + kh * swH + kw * swW,
                             mask=(ic[:, None] < IC) & oc_ok[None, :], other=0.0)
                 if DOT_FP32:  # the interpreter's dot mishandles bf16 operands
                     a = a.to(tl.float32)
                     b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc, input_precision=PRECISION)
+                acc = tl.dot(tl.trans(a), b, acc, input_precision=PRECISION)
         if HAS_BIAS:
             acc += tl.load(b_ptr + oc, mask=oc_ok, other=0.0).to(tl.float32)[None, :]
         y_row = n * syN + oh * syH + ow * syW
@@ -101,13 +107,16 @@ def _forward_triton(x, weight, bias, padding, stride, fmt):
     oh, ow = y.shape[2:]
     m = n * oh * ow
     fp32 = x.dtype == torch.float32
-    precision = "tf32" if not fp32 or (x.is_cuda and torch.backends.cudnn.allow_tf32) else "ieee"
+    precision = "tf32" if not fp32 or (not INTERPRET and torch.backends.cudnn.allow_tf32) else "ieee"
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(oc, meta["BLOCK_N"]),)
 
-    _reflect_conv_kernel[grid](x, weight, bias.contiguous() if bias is not None else weight, y, m, oc, ic, h, w, oh, ow,
-                               *x.stride(), *weight.stride(), *y.stride(), PAD=padding, STRIDE=stride, KH=kh, KW=kw,
+    # the weight as a (KH, KW, IC, OC)-contiguous copy (one small copy per call): swO == 1, so each tile's
+    # output channels are one vector load instead of a gather at a stride of IC*KH*KW
+    w_gemm = weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+    _reflect_conv_kernel[grid](x, w_gemm, bias.contiguous() if bias is not None else weight, y, m, oc, ic, h, w, oh, ow,
+                               *x.stride(), *w_gemm.stride(), *y.stride(), PAD=padding, STRIDE=stride, KH=kh, KW=kw,
                                HAS_BIAS=bias is not None, DOT_FP32=INTERPRET and x.dtype == torch.bfloat16,
                                PRECISION=precision)
     return y
