@@ -31,9 +31,6 @@ import time
 from pathlib import Path
 
 DTYPES = ("fp32", "fp16", "bf16")
-# HBM peak (TB/s) by device name, from the vendors' data sheets; otherwise a measured device copy is used
-PEAK_TBPS = [(r"H200", 4.8), (r"H100.*NVL", 3.9), (r"H100.*PCIe", 2.0), (r"H100", 3.35), (r"A100.*80GB.*PCIE", 1.935),
-             (r"A100.*80GB", 2.039), (r"A100", 1.555), (r"L40S", 0.864), (r"A10G?\b", 0.6), (r"L4\b", 0.3)]
 IN_SHAPES = [(64, 256, 256), (128, 128, 128), (256, 64, 64)]  # (C, H, W) of the ResNet generator's norms
 CONV_SHAPES = [  # (name, IC, H, W, OC, k, padding, stride)
     ("resnet block 3x3", 256, 64, 64, 256, 3, 1, 1),
@@ -256,10 +253,11 @@ def bench_ms(fn) -> float:
 
 def hbm_peak(torch) -> tuple[float, str]:
     """(bytes/s, where the figure comes from): the data-sheet peak, else a measured 1 GiB device copy."""
+    from gantk.bench import gpu_peaks
     name = torch.cuda.get_device_name()
-    for pattern, tbps in PEAK_TBPS:
-        if re.search(pattern, name):
-            return tbps * 1e12, f"data sheet ({name}: {tbps} TB/s)"
+    peaks = gpu_peaks(name)
+    if peaks:
+        return peaks[0] * 1e12, f"data sheet ({name}: {peaks[0]} TB/s)"
     src = torch.empty(2**28, device="cuda")
     dst = torch.empty_like(src)
     ms = bench_ms(lambda: dst.copy_(src))

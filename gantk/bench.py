@@ -24,9 +24,42 @@ import torch
 
 from gantk.errors import GantkError
 
-BACKENDS = ("eager", "amp", "channels_last", "compile", "compile-max-autotune", "kernels", "winograd", "aoti",
-            "ort-cpu", "ort-cuda", "ort-trt", "trt-fp32", "trt-fp16")
+# Options of the PyTorch model, which combine with "+" (e.g. amp+compile+kernels), and exported artifacts.
+MODIFIERS = ("amp", "amp-bf16", "channels_last", "kernels", "winograd", "compile", "compile-max-autotune")
+EXPORTED = ("aoti", "ort-cpu", "ort-cuda", "ort-trt", "trt-fp32", "trt-fp16")
+BACKENDS = ("eager", "amp", "amp-bf16", "channels_last", "compile", "compile-max-autotune", "kernels",
+            "amp+compile+kernels", "amp-bf16+compile+kernels", "winograd", *EXPORTED)  # the default GPU list
 CPU_DEFAULT = ("eager", "amp", "channels_last", "compile", "kernels", "winograd", "aoti", "ort-cpu", "trt-fp32")
+# Data-sheet peaks by GPU name (first match): HBM TB/s, and dense TFLOP/s of fp32 (CUDA cores), tf32 and
+# 16-bit tensor cores (no sparsity), for bandwidth fractions and MFU
+_H100_SXM = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}
+_A100 = {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0}
+GPU_PEAKS = [(r"H200", 4.8, _H100_SXM),
+             (r"H100.*NVL", 3.9, {"fp32": 60.0, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5}),
+             (r"H100.*PCIe", 2.0, {"fp32": 51.2, "tf32": 378.0, "fp16": 756.0, "bf16": 756.0}),
+             (r"H100", 3.35, _H100_SXM),
+             (r"A100.*80GB.*PCIe", 1.935, _A100), (r"A100.*80GB", 2.039, _A100), (r"A100", 1.555, _A100),
+             (r"L40S", 0.864, {"fp32": 91.6, "tf32": 183.0, "fp16": 362.0, "bf16": 362.0}),
+             (r"L4\b", 0.3, {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0})]
+
+
+def backend_parts(name: str) -> list[str]:
+    """The options a backend name combines ("eager" -> []); GantkError for an unknown or ill-formed one."""
+    if name == "eager" or name in EXPORTED:
+        return [] if name == "eager" else [name]
+    parts = name.split("+")
+    bad = [p for p in parts if p not in MODIFIERS]
+    if bad or len(set(parts)) < len(parts) or sum(p.startswith("amp") for p in parts) > 1 \
+            or sum(p.startswith("compile") for p in parts) > 1 or {"kernels", "winograd"} <= set(parts):
+        raise GantkError(f"--backends {name!r}: expected eager, one of {', '.join(EXPORTED)}, or options from "
+                         f"{', '.join(MODIFIERS)} joined by '+' (one amp, one compile, kernels or winograd)")
+    return parts
+
+
+def gpu_peaks(name: str) -> tuple[float, dict[str, float]] | None:
+    """(HBM TB/s, {precision: dense TFLOP/s}) from the data sheet of GPU `name`; None when not in the table."""
+    import re
+    return next(((tbps, flops) for pattern, tbps, flops in GPU_PEAKS if re.search(pattern, name, re.I)), None)
 
 
 class Unavailable(Exception):
@@ -48,37 +81,7 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
     """Build backend `name` for spec.net on `device` (raises Unavailable with a reason)."""
     net = spec.net.to(device).eval()
     t0 = time.perf_counter()
-    if name == "eager":
-        return Prepared(net, "fp32")
-    if name == "amp":
-        dtype = _amp_dtype(device)
-
-        def run(*xs):
-            with torch.autocast(device.type, dtype=dtype):
-                return net(*xs)
-        return Prepared(run, "fp16" if dtype == torch.float16 else "bf16")
-    if name == "channels_last":
-        cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
-        return Prepared(lambda x, *r: cl(x.contiguous(memory_format=torch.channels_last), *r), "fp32")
-    if name.startswith("compile"):
-        mode = "max-autotune" if name.endswith("max-autotune") else None
-        if mode and device.type != "cuda":
-            raise Unavailable("max-autotune tunes GPU kernels; CPU runs use plain compile")
-        return Prepared(torch.compile(net, mode=mode, dynamic=False), "fp32")
-    if name == "kernels":
-        try:
-            from gantk.kernels import patch
-        except ImportError as e:
-            raise Unavailable(f"gantk.kernels not importable ({e})") from None
-        if device.type != "cuda":
-            raise Unavailable("Triton kernels need a CUDA GPU (on CPU the fast path is the winograd backend)")
-        return Prepared(patch(copy.deepcopy(net)), "fp32")
-    if name == "winograd":
-        from gantk.kernels.winograd import patch_winograd
-        wino = copy.deepcopy(net)
-        if not patch_winograd(wino):
-            raise Unavailable("the generator has no stride-1 3x3 or 4x4 convolution for Winograd")
-        return Prepared(wino, "fp32")
+    parts = backend_parts(name)
     if name == "aoti":
         from gantk.export.aoti import AotiRunner, export_aoti
         path = export_aoti(spec, workdir / "model.pt2", max_batch=max(max_batch, 2), max_size=max_size, device=str(device))
@@ -88,7 +91,42 @@ def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int
         return _prepare_ort(name, spec, device, workdir, t0)
     if name.startswith("trt"):
         return _prepare_trt(name, spec, device, workdir, max_batch, max_size, t0)
-    raise GantkError(f"--backends {name!r}: expected some of {', '.join(BACKENDS)}")
+    return _prepare_torch(parts, net, device)
+
+
+def _prepare_torch(parts: list[str], net, device: torch.device) -> Prepared:
+    """The PyTorch model with `parts` applied: kernels or winograd, then channels_last, amp, compile."""
+    if "kernels" in parts:
+        try:
+            from gantk.kernels import patch
+        except ImportError as e:
+            raise Unavailable(f"gantk.kernels not importable ({e})") from None
+        if device.type != "cuda":
+            raise Unavailable("Triton kernels need a CUDA GPU (on CPU the fast path is the winograd backend)")
+        net = patch(copy.deepcopy(net))
+    if "winograd" in parts:
+        from gantk.kernels.winograd import patch_winograd
+        net = copy.deepcopy(net)
+        if not patch_winograd(net):
+            raise Unavailable("the generator has no stride-1 3x3 or 4x4 convolution for Winograd")
+    run, precision = net, "fp32"
+    if "channels_last" in parts:
+        cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+        run = lambda x, *r: cl(x.contiguous(memory_format=torch.channels_last), *r)  # noqa: E731
+    amp = next((p for p in parts if p.startswith("amp")), None)
+    if amp:
+        dtype = torch.bfloat16 if amp == "amp-bf16" else _amp_dtype(device)
+        inner, precision = run, "fp16" if dtype == torch.float16 else "bf16"
+
+        def run(*xs):
+            with torch.autocast(device.type, dtype=dtype):
+                return inner(*xs)
+    compile_mode = next((p for p in parts if p.startswith("compile")), None)
+    if compile_mode:
+        if compile_mode.endswith("max-autotune") and device.type != "cuda":
+            raise Unavailable("max-autotune tunes GPU kernels; CPU runs use plain compile")
+        run = torch.compile(run, mode="max-autotune" if compile_mode.endswith("max-autotune") else None, dynamic=False)
+    return Prepared(run, precision)
 
 
 def _onnx_file(spec, workdir: Path, precision: str = "fp32") -> Path:
@@ -191,8 +229,12 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
     for s in sizes:
         if s % spec.multiple:
             raise GantkError(f"--sizes {s}: must be a multiple of {spec.multiple} for this generator")
+    for name in backends:
+        backend_parts(name)  # an ill-formed name fails before anything runs
     env = {**environment(), "threads": torch.get_num_threads(), "device": str(dev),
            "cpu": _cpu_name()}
+    peaks = (gpu_peaks(env["gpu"]) or (0, {}))[1] if dev.type == "cuda" else {}
+    env["peak_tflops"] = peaks or None  # data sheet; fp32 rows run without TF32, so their MFU is against fp32
     inputs = {}
     for s in sizes:
         base = parity_batch(spec, photos, s)
@@ -249,6 +291,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                            peak_mem_mb=(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
                                         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                            gflops_per_image=gflops[s], tflops=gflops[s] * b / med,
+                           mfu=gflops[s] * b / med / peaks[prep.precision] if prep.precision in peaks else None,
                            speedup=(eager_ms[b, s] / med) if (b, s) in eager_ms else None,
                            **err, parity="PASS" if passes(err, prep.precision) else "FAIL")
                 first = False
@@ -281,18 +324,22 @@ def markdown(doc: dict) -> str:
              f"- warm-up {cfg['warmup']}, timed runs {cfg['repeats']} (fewer where a call exceeds the "
              f"{cfg.get('budget_s') or '-'} s budget: see runs; median, p10-p90); speed-up vs eager fp32 at "
              "the same batch/size; parity vs eager fp32 on real photos (fp32: max err <= 1e-4; fp16: PSNR >= 40 dB; "
-             "bf16: PSNR >= 32 dB)", "",
+             "bf16: PSNR >= 32 dB)",
+             *([f"- MFU: achieved TFLOP/s over the data-sheet dense peak for the row's precision ("
+                + ", ".join(f"{k} {v}" for k, v in env["peak_tflops"].items()) + " TFLOP/s)"]
+               if env.get("peak_tflops") else []), "",
              "| backend | batch | size | runs | median ms | p10-p90 ms | img/s | speed-up | first call s | build s | "
-             "peak MB | TFLOP/s | max err | PSNR dB | parity |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak MB | TFLOP/s | MFU | max err | PSNR dB | parity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | | | | {r['status']}: {r['reason']} | | | | | | | | | | |")
+            lines.append(f"| {r['backend']} | | | | {r['status']}: {r['reason']} | | | | | | | | | | | |")
             continue
         sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
         lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['runs']} | {r['median_ms']:.2f} | "
                      f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f} | {r['images_per_s']:.2f} | {sp} | {r['first_call_s']:.2f} | "
-                     f"{r['build_s']:.1f} | {r['peak_mem_mb']:.0f} | {r['tflops']:.3f} | {r['max_abs']:.2g} | "
+                     f"{r['build_s']:.1f} | {r['peak_mem_mb']:.0f} | {r['tflops']:.3f} | "
+                     f"{format(r['mfu'], '.1%') if r.get('mfu') is not None else '-'} | {r['max_abs']:.2g} | "
                      f"{r['psnr']:.1f} | {r['parity']} |")
     return "\n".join(lines) + "\n"
 

@@ -246,9 +246,10 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
 
 @cli.command("bench")
 @generator_source
-@click.option("--backends", default=None, help="comma-separated, from: eager, amp, channels_last, compile, "
-              "compile-max-autotune, kernels, winograd, aoti, ort-cpu, ort-cuda, ort-trt, trt-fp32, trt-fp16 (default: all "
-              "that make sense for --device; unavailable ones are listed with the reason)")
+@click.option("--backends", default=None, help="comma-separated: eager; aoti, ort-cpu, ort-cuda, ort-trt, trt-fp32, "
+              "trt-fp16; or options of the PyTorch model joined by '+', from amp (fp16 on CUDA, bf16 on CPU), amp-bf16, "
+              "channels_last, kernels (Triton), winograd, compile, compile-max-autotune, e.g. amp+compile+kernels "
+              "(default: a list for --device; unavailable ones are listed with the reason)")
 @click.option("--batches", default="1", show_default=True, help="batch sizes, comma-separated")
 @click.option("--sizes", default="256", show_default=True, help="image sizes (square), px, comma-separated")
 @click.option("--warmup", type=int, default=2, show_default=True)
@@ -263,15 +264,14 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
               help="results path without suffix (writes .json, .md, .png; default ./bench/<model>_<device>)")
 def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, device, image_source, out, **src):
     """Latency, throughput, memory and parity of a generator on every backend."""
-    from gantk.bench import BACKENDS, CPU_DEFAULT, run_bench, write_results
+    from gantk.bench import BACKENDS, CPU_DEFAULT, backend_parts, run_bench, write_results
     from gantk.export.parity import load_photos
     from gantk.export.spec import load_spec
     from gantk.models.base import resolve_device
     dev = resolve_device(device)
     names = [b.strip() for b in backends.split(",")] if backends else list(BACKENDS if dev.type == "cuda" else CPU_DEFAULT)
-    unknown = [b for b in names if b not in BACKENDS]
-    if unknown:
-        raise click.BadParameter(f"{', '.join(unknown)}: expected some of {', '.join(BACKENDS)}", param_hint="--backends")
+    for name in names:
+        backend_parts(name)
     spec, label = load_spec(**src)
     doc = run_bench(spec, names, _sizes(batches), _sizes(sizes), load_photos(image_source), str(dev), warmup,
                     repeats, threads, budget_s, log=click.echo)

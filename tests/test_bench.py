@@ -23,14 +23,17 @@ def small_spec():
 
 def test_bench_measures_grades_and_lists_unavailable(photos):
     doc = bench.run_bench(small_spec(), ["eager", "channels_last", "winograd", "ort-cpu", "kernels", "trt-fp16",
-                                         "ort-cuda"],
+                                         "ort-cuda", "amp-bf16+channels_last+winograd", "amp+compile+kernels"],
                           [1, 2], [32, 48], photos, "cpu", warmup=1, repeats=3, log=lambda s: None)
     rows = doc["results"]
     ok = [r for r in rows if r["status"] == "ok"]
     assert {(r["backend"], r["batch"], r["size"]) for r in ok} == {
-        (b, n, s) for b in ("eager", "channels_last", "winograd", "ort-cpu") for n in (1, 2) for s in (32, 48)}
+        (b, n, s) for b in ("eager", "channels_last", "winograd", "ort-cpu", "amp-bf16+channels_last+winograd")
+        for n in (1, 2) for s in (32, 48)}
     for r in ok:
-        assert r["parity"] == "PASS" and r["max_abs"] < 1e-4
+        bf16 = r["backend"].startswith("amp-bf16")
+        assert r["precision"] == ("bf16" if bf16 else "fp32") and r["mfu"] is None  # no data-sheet peak for a CPU
+        assert r["parity"] == "PASS" and (r["psnr"] >= 32 if bf16 else r["max_abs"] < 1e-4)
         assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
         assert r["images_per_s"] == pytest.approx(r["batch"] * 1000 / r["median_ms"])
         assert r["gflops_per_image"] > 0
@@ -40,7 +43,8 @@ def test_bench_measures_grades_and_lists_unavailable(photos):
     f = {r["size"]: r["gflops_per_image"] for r in eager}
     assert f[48] / f[32] == pytest.approx((48 / 32) ** 2, rel=1e-6)
     reasons = {r["backend"]: r["reason"] for r in rows if r["status"] == "unavailable"}
-    assert set(reasons) == {"kernels", "trt-fp16", "ort-cuda"} and all(reasons.values())
+    assert set(reasons) == {"kernels", "trt-fp16", "ort-cuda", "amp+compile+kernels"} and all(reasons.values())
+    assert reasons["amp+compile+kernels"] == reasons["kernels"]
     assert doc["environment"]["threads"] >= 1 and doc["environment"]["versions"]["torch"]
 
 
@@ -71,3 +75,23 @@ def test_cli_bench_writes_json_markdown_plot(tmp_path, capsys):
     assert out.with_suffix(".png").stat().st_size > 1000
     assert main(["bench", "--netG", "resnet_6blocks", "--backends", "warp-drive"]) == 2
     assert "warp-drive" in capsys.readouterr().err
+
+
+def test_backend_names_combine_options_and_reject_nonsense():
+    """Options of the PyTorch model join with '+'; exported artifacts stand alone; nonsense fails early."""
+    assert bench.backend_parts("eager") == [] and bench.backend_parts("ort-cpu") == ["ort-cpu"]
+    assert bench.backend_parts("amp+compile+kernels") == ["amp", "compile", "kernels"]
+    for bad in ("amp+amp-bf16", "kernels+winograd", "compile+compile-max-autotune", "aoti+compile", "amp+amp", "fp8"):
+        with pytest.raises(bench.GantkError, match="--backends"):
+            bench.backend_parts(bad)
+    with pytest.raises(bench.GantkError, match="warp"):  # before any backend is built or timed
+        bench.run_bench(small_spec(), ["eager", "warp"], [1], [32], sample_photos(1), "cpu", log=lambda s: None)
+
+
+def test_gpu_peaks_from_data_sheets():
+    """HBM bandwidth and dense tensor-core peaks (MFU's denominator) by the names torch reports."""
+    assert bench.gpu_peaks("NVIDIA H100 80GB HBM3") == (3.35, {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4})
+    assert bench.gpu_peaks("NVIDIA H200")[0] == 4.8 and bench.gpu_peaks("NVIDIA H200")[1]["bf16"] == 989.4
+    assert bench.gpu_peaks("NVIDIA H100 PCIe")[1]["bf16"] == 756.0
+    assert bench.gpu_peaks("NVIDIA A100 80GB PCIe")[0] == 1.935 and bench.gpu_peaks("NVIDIA A100-SXM4-40GB")[0] == 1.555
+    assert bench.gpu_peaks("NVIDIA GeForce RTX 4090") is None
