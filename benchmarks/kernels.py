@@ -281,13 +281,24 @@ def time_case(ours, eager, args, skip_compile):
     return row
 
 
-def run_gpu(args) -> dict:
+def run_gpu(args, save=lambda rep: None) -> dict:
+    """The timed rows for --dtypes x --batches; `save(report so far)` after each row, so a run stopped
+    early keeps what it measured."""
     import torch
     torch.backends.cudnn.benchmark = True
     torch._dynamo.config.cache_size_limit = 256
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     peak, peak_source = hbm_peak(torch)
     cases, rows = chains(), []
+    rep = {"device": torch.cuda.get_device_name(), "hbm_peak_gbps": peak / 1e9, "peak_source": peak_source,
+           "torch": torch.__version__, "triton": __import__("triton").__version__, "cuda": torch.version.cuda,
+           "date": datetime.datetime.now().isoformat(timespec="seconds"), "cudnn_benchmark": True,
+           "goals": GOALS, "rows": rows}
+
+    def add(row):
+        rows.append(row)
+        print(_line(row), flush=True)
+        save(rep)
     for dt in args.dtypes:
         for b in args.batches:
             for c, h, w in IN_SHAPES:
@@ -298,8 +309,7 @@ def run_gpu(args) -> dict:
                     nbytes = x.nbytes * (3 if name == "in_residual" else 2)
                     row.update(kind="in", case=name, dtype=dt, shape=[b, c, h, w], gbps=nbytes / (row["ours_ms"] * 1e6))
                     row["peak_fraction"] = row["gbps"] * 1e9 / peak
-                    rows.append(row)
-                    print(_line(row), flush=True)
+                    add(row)
             for name, ic, h, w, oc, k, p, s in CONV_SHAPES:
                 x = torch.randn(b, ic, h, w, device="cuda", dtype=dtypes[dt])
                 wt = torch.randn(oc, ic, k, k, device="cuda", dtype=dtypes[dt]) / (ic * k * k) ** 0.5
@@ -309,14 +319,9 @@ def run_gpu(args) -> dict:
                 flops = 2 * b * oc * oh * ow * ic * k * k
                 row.update(kind="conv", case=name, dtype=dt, shape=[b, ic, h, w, oc, k, p, s],
                            tflops=flops / (row["ours_ms"] * 1e9), cudnn_tflops=flops / (row["eager_ms"] * 1e9))
-                rows.append(row)
-                print(_line(row), flush=True)
-        rows.append(generator_row(dt, dtypes[dt]))
-        print(_line(rows[-1]), flush=True)
-    return {"device": torch.cuda.get_device_name(), "hbm_peak_gbps": peak / 1e9, "peak_source": peak_source,
-            "torch": torch.__version__, "triton": __import__("triton").__version__, "cuda": torch.version.cuda,
-            "date": datetime.datetime.now().isoformat(timespec="seconds"), "cudnn_benchmark": True,
-            "goals": GOALS, "rows": rows}
+                add(row)
+        add(generator_row(dt, dtypes[dt]))
+    return rep
 
 
 def generator_row(dt: str, dtype) -> dict:
@@ -352,7 +357,7 @@ def _line(r) -> str:
 def markdown(rep: dict) -> str:
     g = rep["goals"]
     lines = [f"# gantk.kernels on {rep['device']}", "",
-             f"torch {rep['torch']}, triton {rep['triton']}, CUDA {rep['cuda']}, {rep['date']}; HBM peak "
+             f"torch {rep['torch']}, triton {rep['triton']}, CUDA {rep['cuda']}, {', '.join(rep.get('dates', [rep['date']]))}; HBM peak "
              f"{rep['hbm_peak_gbps']:.0f} GB/s ({rep['peak_source']}); medians of triton.testing.do_bench; "
              "cuDNN in benchmark mode; compile = torch.compile(fullgraph=True) of the eager chain.", "",
              f"## InstanceNorm + activation (goal: >= {g['in_peak']:.0%} of HBM peak and >= {g['in_speedup']}x eager)",
@@ -397,14 +402,33 @@ def main(argv=None) -> int:
         print("benchmarks/kernels.py: no CUDA GPU here, nothing to measure (use --interpret for a CPU smoke run)",
               file=sys.stderr)
         return 2
-    rep = run_gpu(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "_", rep["device"].lower()).strip("_")
-    (out / f"kernels_{slug}.json").write_text(json.dumps(rep, indent=1))
-    (out / f"kernels_{slug}.md").write_text(markdown(rep))
-    print(f"wrote {out / f'kernels_{slug}.md'}")
+    path = out / f"kernels_{re.sub(r'[^a-z0-9]+', '_', torch.cuda.get_device_name().lower()).strip('_')}.json"
+    earlier = json.loads(path.read_text()) if path.exists() else None
+
+    def save(rep):
+        rep = merged(rep, earlier)
+        path.write_text(json.dumps(rep, indent=1))
+        path.with_suffix(".md").write_text(markdown(rep))
+
+    run_gpu(args, save)
+    print(f"wrote {path.with_suffix('.md')}")
     return 0
+
+
+def merged(rep: dict, earlier: dict | None) -> dict:
+    """`rep` plus the rows of an earlier results file from the same device and versions that `rep` did not
+    measure again: runs split by --dtypes or --batches (each within a time limit) add up to one table."""
+    same = earlier and all(earlier.get(k) == rep[k] for k in ("device", "torch", "triton"))
+    if not same:
+        return rep
+
+    def key(r):
+        return r["kind"], r["case"], r["dtype"], tuple(r["shape"])
+    new = {key(r) for r in rep["rows"]}
+    return {**rep, "rows": [r for r in earlier["rows"] if key(r) not in new] + rep["rows"],
+            "dates": sorted(set(earlier.get("dates", [earlier["date"]]) + [rep["date"]]))}
 
 
 if __name__ == "__main__":

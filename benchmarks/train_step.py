@@ -1,5 +1,5 @@
 """Seconds per CycleGAN training iteration under the speed options (AMP, channels_last, torch.compile,
---kernels winograd).
+--kernels winograd on CPU, --kernels triton on CUDA).
 
 Each configuration runs in its own child process (a fresh interpreter, so no compiled code, caches
 or memory carry over) with a fresh model built from the same seed, and runs the full reference recipe
@@ -48,7 +48,7 @@ from gantk.models.networks import NETG_NAMES, size_multiple
 
 # --- the configurations: every combination of the three speed options -----------------------------
 
-OPTIONS = ("amp", "channels_last", "compile", "winograd")  # winograd: TrainConfig.kernels="winograd"
+OPTIONS = ("amp", "channels_last", "compile", "winograd", "triton")  # the last two: TrainConfig.kernels
 BASELINE = "eager"  # eager fp32, contiguous (NCHW): what speed-ups are measured against
 
 
@@ -62,15 +62,23 @@ CONFIGS: dict[str, dict[str, bool]] = {}
 for _n in range(len(OPTIONS) + 1):
     for _combo in itertools.combinations(OPTIONS, _n):
         _flags = {o: o in _combo for o in OPTIONS}
-        CONFIGS[config_name(_flags)] = _flags
+        if not (_flags["winograd"] and _flags["triton"]):
+            CONFIGS[config_name(_flags)] = _flags
+
+
+def default_configs(device: str) -> list[str]:
+    """Every config whose kernels suit `device`: winograd on CPU, the Triton kernels on CUDA."""
+    other = "triton" if device == "cpu" else "winograd"
+    return [name for name, flags in CONFIGS.items() if not flags[other]]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="CONFIG",
+    p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS), metavar="CONFIG",
                    help=f"configurations to run, from: {', '.join(CONFIGS)} "
-                        f"('{BASELINE}' is always added, as the baseline for speed-ups)")
+                        f"('{BASELINE}' is always added, as the baseline for speed-ups; default: every config "
+                        "without triton on CPU, without winograd on CUDA)")
     p.add_argument("--size", type=int, default=256, help="image height and width (crop_size)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--netG", default="resnet_9blocks", choices=NETG_NAMES)
@@ -91,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="before each config, wait up to this many seconds for other processes to use < 0.2 cores")
     p.add_argument("--out", default="benchmarks/results", help="folder for train_step_<device>.json/.md")
     args = p.parse_args(argv)
-    args.configs = [BASELINE] + [c for c in dict.fromkeys(args.configs) if c != BASELINE]
+    args.configs = [BASELINE] + [c for c in dict.fromkeys(args.configs or default_configs(args.device)) if c != BASELINE]
     if args.size % size_multiple(args.netG):
         p.error(f"--size must be a multiple of {size_multiple(args.netG)} for --netG {args.netG}")
     if args.iters < 1 or args.warmup < 0:
@@ -253,8 +261,8 @@ def measure(name: str, args, cache_root: str, reports) -> None:
 
         cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
                              pool_size=50, seed=args.seed, device=args.device,
-                             kernels="winograd" if CONFIGS[name]["winograd"] else "none",
-                             **{o: on for o, on in CONFIGS[name].items() if o != "winograd"})
+                             kernels=next((k for k in ("winograd", "triton") if CONFIGS[name][k]), "none"),
+                             **{o: on for o, on in CONFIGS[name].items() if o not in ("winograd", "triton")})
         torch.manual_seed(args.seed)
         model = CycleGANModel(cfg, device=device)
         model.setup()

@@ -392,3 +392,35 @@ def test_benchmark_script_interpret_smoke(tmp_path):
         refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py")], capture_output=True,
                                  text=True, timeout=120, cwd=tmp_path)
         assert refused.returncode == 2 and "no CUDA GPU" in refused.stderr
+
+
+def _load_script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_runs_split_by_dtype_add_up():
+    """A GPU run split over calls (--dtypes fp16, then bf16) keeps the earlier rows it did not re-measure,
+    and only from the same device and versions."""
+    kb = _load_script("kernels")
+
+    def row(dtype, ms):
+        return {"kind": "in", "case": "in_relu", "dtype": dtype, "shape": [1, 64, 8, 8], "ours_ms": ms}
+    first = {"device": "H", "torch": "2.11", "triton": "3.6", "date": "d1", "rows": [row("fp16", 1.0), row("bf16", 2.0)]}
+    second = {"device": "H", "torch": "2.11", "triton": "3.6", "date": "d2", "rows": [row("fp16", 3.0)]}
+    both = kb.merged(second, first)
+    assert sorted((r["dtype"], r["ours_ms"]) for r in both["rows"]) == [("bf16", 2.0), ("fp16", 3.0)]
+    assert both["dates"] == ["d1", "d2"]
+    assert kb.merged(second, {**first, "torch": "2.12"})["rows"] == second["rows"]
+
+
+def test_train_step_configs_pick_kernels_by_device():
+    """benchmarks/train_step.py: winograd configs by default on CPU, Triton ones on CUDA, never both."""
+    ts = _load_script("train_step")
+    assert "amp+compile+triton" in ts.CONFIGS and not any("winograd" in c and "triton" in c for c in ts.CONFIGS)
+    cpu, cuda = ts.default_configs("cpu"), ts.default_configs("cuda")
+    assert "winograd" in cpu and not any("triton" in c for c in cpu)
+    assert "amp+compile+triton" in cuda and not any("winograd" in c for c in cuda) and len(cpu) == len(cuda) == 16
