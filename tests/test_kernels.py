@@ -280,6 +280,26 @@ def test_patched_resnet_generator_matches_unpatched(channels_last):
         assert (grads[k] - want_grads[k]).abs().max() <= 1e-4 * want_grads[k].abs().max() + 1e-6, k
 
 
+def test_amp_compile_kernels_matches_eager_autocast():
+    """The bench's amp+compile+kernels path: a patched generator under autocast (bf16 on CPU, fp16 on a GPU)
+    compiles with fullgraph=True and gives the unpatched autocast output within 16-bit rounding."""
+    ref = resnet().eval()
+    net = patch(copy.deepcopy(ref))
+    dtype = torch.float16 if DEVICE == "cuda" else torch.bfloat16
+    torch._dynamo.reset()
+
+    def run(m, x):
+        with torch.autocast(DEVICE, dtype=dtype):
+            return m(x)
+    compiled = torch.compile(lambda x: run(net, x), fullgraph=True)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)).to(DEVICE) * 2 - 1
+    with torch.no_grad():
+        got, want, exact = compiled(x), run(ref, x), ref(x)
+    assert got.dtype == want.dtype and got.shape == exact.shape
+    err, budget = (got.float() - exact).abs(), (want.float() - exact).abs()  # autocast's own rounding error
+    assert err.mean() <= 2 * budget.mean() + 1e-3 and err.max() <= 2 * budget.max() + 1e-2, (err.max(), budget.max())
+
+
 def test_patched_generator_with_dropout_keeps_keys():
     ref = resnet(dropout=True).eval()
     net = patch(copy.deepcopy(ref))
