@@ -30,7 +30,13 @@ import sys
 import time
 from pathlib import Path
 
-DTYPES = ("fp32", "fp16", "bf16")
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names of the torch dtypes
+DTYPES = tuple(TORCH_DTYPES)
+
+
+def torch_dtype(name: str):
+    import torch
+    return getattr(torch, TORCH_DTYPES[name])
 IN_SHAPES = [(64, 256, 256), (128, 128, 128), (256, 64, 64)]  # (C, H, W) of the ResNet generator's norms
 CONV_SHAPES = [  # (name, IC, H, W, OC, k, padding, stride)
     ("resnet block 3x3", 256, 64, 64, 256, 3, 1, 1),
@@ -182,7 +188,6 @@ def compile_report(archs, batches, dtype_names) -> list[dict]:
 
     import gantk.kernels.instance_norm as ina
     import gantk.kernels.reflect_conv as rc
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     kernels = [(ina, n) for n in ("_in_stats_kernel", "_in_fwd_kernel", "_in_bwd_sums_kernel", "_in_bwd_kernel")]
     kernels.append((rc, "_reflect_conv_kernel"))
     originals = {(m, n): getattr(m, n) for m, n in kernels}
@@ -199,7 +204,7 @@ def compile_report(archs, batches, dtype_names) -> list[dict]:
                         setattr(m, n, _CompileInstead(originals[m, n], n, rows, c))
 
                 for c, h, w in IN_SHAPES:
-                    x = torch.empty(b, c, h, w, dtype=dtypes[dt], memory_format=fmt)
+                    x = torch.empty(b, c, h, w, dtype=torch_dtype(dt), memory_format=fmt)
                     stats = torch.empty(b, c)
                     for act, res in (("relu", None), ("none", x)):
                         case("instance_norm_act", f"fwd {act}" + (" + residual" if res is not None else ""), [b, c, h, w])
@@ -207,7 +212,7 @@ def compile_report(archs, batches, dtype_names) -> list[dict]:
                         case("instance_norm_act", f"bwd {act}", [b, c, h, w])
                         ina._backward_triton(x, x, None, None, stats, stats, act, 0.2, fmt)
                 for name, ic, h, w, oc, k, p, s in CONV_SHAPES:
-                    x = torch.empty(b, ic, h, w, dtype=dtypes[dt], memory_format=fmt)
+                    x = torch.empty(b, ic, h, w, dtype=torch_dtype(dt), memory_format=fmt)
                     case("reflect_pad_conv2d", name, [b, ic, h, w, oc, k, p, s])
                     rc._forward_triton(x, torch.empty(oc, ic, k, k, dtype=x.dtype), torch.empty(oc, dtype=x.dtype),
                                        p, s, fmt)
@@ -241,7 +246,7 @@ def compile_only(args) -> int:
         print(f"{head}{r['shared']:>8}{r['regs']:>6}{r['spill']:>7}{r['vector_loads']:>8}{r['scalar_loads']:>10}  "
               f"{r['op']} {r['case']} {r['shape']}{'  OVER SHARED MEMORY LIMIT' if over else ''}")
     print(f"{len(shown)} distinct variants ({len(rows)} launches) compiled for sm_{', sm_'.join(map(str, args.archs))}: "
-          f"{'all fit' if not bad else f'{bad} failed or over the shared-memory limit'}; {spills} spill registers")
+          f"{'all fit' if not bad else f'{bad} failed or over the shared-memory limit'}; {spills} of them spill registers")
     return 1 if bad else 0
 
 
@@ -287,7 +292,6 @@ def run_gpu(args, save=lambda rep: None) -> dict:
     import torch
     torch.backends.cudnn.benchmark = True
     torch._dynamo.config.cache_size_limit = 256
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     peak, peak_source = hbm_peak(torch)
     cases, rows = chains(), []
     rep = {"device": torch.cuda.get_device_name(), "hbm_peak_gbps": peak / 1e9, "peak_source": peak_source,
@@ -300,9 +304,10 @@ def run_gpu(args, save=lambda rep: None) -> dict:
         print(_line(row), flush=True)
         save(rep)
     for dt in args.dtypes:
+        dtype = torch_dtype(dt)
         for b in args.batches:
             for c, h, w in IN_SHAPES:
-                x = torch.randn(b, c, h, w, device="cuda", dtype=dtypes[dt])
+                x = torch.randn(b, c, h, w, device="cuda", dtype=dtype)
                 r = torch.randn_like(x)
                 for name in ("in_relu", "in_residual"):
                     row = time_case(*cases[name], (x, r), args.no_compile)
@@ -311,16 +316,16 @@ def run_gpu(args, save=lambda rep: None) -> dict:
                     row["peak_fraction"] = row["gbps"] * 1e9 / peak
                     add(row)
             for name, ic, h, w, oc, k, p, s in CONV_SHAPES:
-                x = torch.randn(b, ic, h, w, device="cuda", dtype=dtypes[dt])
-                wt = torch.randn(oc, ic, k, k, device="cuda", dtype=dtypes[dt]) / (ic * k * k) ** 0.5
-                bias = torch.randn(oc, device="cuda", dtype=dtypes[dt])
+                x = torch.randn(b, ic, h, w, device="cuda", dtype=dtype)
+                wt = torch.randn(oc, ic, k, k, device="cuda", dtype=dtype) / (ic * k * k) ** 0.5
+                bias = torch.randn(oc, device="cuda", dtype=dtype)
                 row = time_case(*cases["conv"], (x, wt, bias, p, s), args.no_compile)
                 oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
                 flops = 2 * b * oc * oh * ow * ic * k * k
                 row.update(kind="conv", case=name, dtype=dt, shape=[b, ic, h, w, oc, k, p, s],
                            tflops=flops / (row["ours_ms"] * 1e9), cudnn_tflops=flops / (row["eager_ms"] * 1e9))
                 add(row)
-        add(generator_row(dt, dtypes[dt]))
+        add(generator_row(dt, dtype))
     return rep
 
 

@@ -46,9 +46,10 @@ from gantk.models.base import cpu_has_bf16
 from gantk.models.cyclegan import CycleGANConfig, CycleGANModel
 from gantk.models.networks import NETG_NAMES, size_multiple
 
-# --- the configurations: every combination of the three speed options -----------------------------
+# --- the configurations: every combination of the speed options -----------------------------
 
-OPTIONS = ("amp", "channels_last", "compile", "winograd", "triton")  # the last two: TrainConfig.kernels
+KERNELS = ("winograd", "triton")  # options that set TrainConfig.kernels (at most one of them)
+OPTIONS = ("amp", "channels_last", "compile", *KERNELS)
 BASELINE = "eager"  # eager fp32, contiguous (NCHW): what speed-ups are measured against
 
 
@@ -62,7 +63,7 @@ CONFIGS: dict[str, dict[str, bool]] = {}
 for _n in range(len(OPTIONS) + 1):
     for _combo in itertools.combinations(OPTIONS, _n):
         _flags = {o: o in _combo for o in OPTIONS}
-        if not (_flags["winograd"] and _flags["triton"]):
+        if sum(_flags[k] for k in KERNELS) <= 1:
             CONFIGS[config_name(_flags)] = _flags
 
 
@@ -261,8 +262,8 @@ def measure(name: str, args, cache_root: str, reports) -> None:
 
         cfg = CycleGANConfig(netG=args.netG, ngf=args.ngf, crop_size=args.size, batch_size=args.batch_size,
                              pool_size=50, seed=args.seed, device=args.device,
-                             kernels=next((k for k in ("winograd", "triton") if CONFIGS[name][k]), "none"),
-                             **{o: on for o, on in CONFIGS[name].items() if o not in ("winograd", "triton")})
+                             kernels=next((k for k in KERNELS if CONFIGS[name][k]), "none"),
+                             **{o: on for o, on in CONFIGS[name].items() if o not in KERNELS})
         torch.manual_seed(args.seed)
         model = CycleGANModel(cfg, device=device)
         model.setup()

@@ -103,16 +103,18 @@ def _prepare_torch(parts: list[str], net, device: torch.device) -> Prepared:
             raise Unavailable(f"gantk.kernels not importable ({e})") from None
         if device.type != "cuda":
             raise Unavailable("Triton kernels need a CUDA GPU (on CPU the fast path is the winograd backend)")
-        net = patch(copy.deepcopy(net))
+    if {"kernels", "winograd", "channels_last"} & set(parts):
+        net = copy.deepcopy(net)  # one copy to change; spec.net stays the eager reference
+    if "kernels" in parts:
+        patch(net)
     if "winograd" in parts:
         from gantk.kernels.winograd import patch_winograd
-        net = copy.deepcopy(net)
         if not patch_winograd(net):
             raise Unavailable("the generator has no stride-1 3x3 or 4x4 convolution for Winograd")
     run, precision = net, "fp32"
     if "channels_last" in parts:
-        cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
-        run = lambda x, *r: cl(x.contiguous(memory_format=torch.channels_last), *r)  # noqa: E731
+        net.to(memory_format=torch.channels_last)
+        run = lambda x, *r: net(x.contiguous(memory_format=torch.channels_last), *r)  # noqa: E731
     amp = next((p for p in parts if p.startswith("amp")), None)
     if amp:
         dtype = torch.bfloat16 if amp == "amp-bf16" else _amp_dtype(device)
@@ -121,11 +123,10 @@ def _prepare_torch(parts: list[str], net, device: torch.device) -> Prepared:
         def run(*xs):
             with torch.autocast(device.type, dtype=dtype):
                 return inner(*xs)
-    compile_mode = next((p for p in parts if p.startswith("compile")), None)
-    if compile_mode:
-        if compile_mode.endswith("max-autotune") and device.type != "cuda":
-            raise Unavailable("max-autotune tunes GPU kernels; CPU runs use plain compile")
-        run = torch.compile(run, mode="max-autotune" if compile_mode.endswith("max-autotune") else None, dynamic=False)
+    if "compile-max-autotune" in parts and device.type != "cuda":
+        raise Unavailable("max-autotune tunes GPU kernels; CPU runs use plain compile")
+    if "compile" in parts or "compile-max-autotune" in parts:
+        run = torch.compile(run, mode="max-autotune" if "compile-max-autotune" in parts else None, dynamic=False)
     return Prepared(run, precision)
 
 
