@@ -8,11 +8,17 @@
 #   bash benchmarks/gpu.sh tests kernels fp16 bf16 fp32 bench train   # all of it, in order
 #
 # Works on a machine whose Python already has torch, triton, numpy, pillow, click, tqdm (no installs from
-# the network): gantk is used from this checkout. Results go to benchmarks/results/, and also to $OUT
+# the network): gantk is used from this checkout (nothing is installed). Results go to benchmarks/results/, and also to $OUT
 # when that is set (a folder the caller collects).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# The checkout as an importable package without installing it: gantk/ with kernels/ and export/ linked
+# in as gantk.kernels and gantk.export (pyproject's package-dir mapping), all as symlinks to this tree.
+SRC=build/gpu-src
+rm -rf "$SRC" && mkdir -p "$SRC/gantk"
+for f in "$PWD"/gantk/* "$PWD"/kernels "$PWD"/export; do ln -s "$f" "$SRC/gantk/"; done
+# PYTHONSAFEPATH: the working directory must not shadow that package with the bare gantk/ (python -m).
+export PYTHONPATH="$PWD/$SRC${PYTHONPATH:+:$PYTHONPATH}" PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 RES=benchmarks/results
 status=0
