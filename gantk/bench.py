@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import json
 import os
 import resource
@@ -208,6 +209,42 @@ def timings(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, r
     return out
 
 
+class PeakMemory:
+    """Peak memory of one row, in MB: allocated tensors on a GPU (torch's counter); on a CPU the process's
+    peak resident set (VmHWM), restarted per row after returning freed heap to the OS, so that each row
+    counts what it holds (Linux; elsewhere the process-lifetime peak, and `per_row` is False)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.per_row = device.type == "cuda" or self._restart()
+
+    def _restart(self) -> bool:
+        try:
+            ctypes.CDLL(None).malloc_trim(0)  # glibc: give cached free chunks back, or they count as resident
+        except (OSError, AttributeError):
+            pass
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # "5": restart the peak-RSS count at the current RSS
+            return True
+        except OSError:
+            return False
+
+    def restart(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.per_row:
+            self._restart()
+
+    def mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.per_row:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def flops_per_image(net, inputs) -> float:
     from torch.utils.flop_counter import FlopCounterMode
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -243,6 +280,9 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
             reps = -(-b // base[0].shape[0])
             inputs[b, s] = tuple(t.repeat(reps, *[1] * (t.dim() - 1))[:b].to(dev) for t in base)
     rows, eager_ms = [], {}
+    memory = PeakMemory(dev)
+    env["peak_memory"] = ("allocated tensors (torch)" if dev.type == "cuda" else
+                          "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
     workdir = Path(tempfile.mkdtemp(prefix="gantk-bench-"))
     with no_tf32(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -260,8 +300,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
             for (b, s), xs in inputs.items():
                 row = {"backend": name, "batch": b, "size": s, "precision": prep.precision, "status": "ok"}
                 try:
-                    if dev.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(dev)
+                    memory.restart()
                     t = time.perf_counter()
                     out = prep.run(*xs)
                     if dev.type == "cuda":
@@ -289,8 +328,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                 row.update(runs=n_runs, median_ms=med, p10_ms=float(np.percentile(ts, 10)), p90_ms=float(np.percentile(ts, 90)),
                            images_per_s=b / med * 1000, first_call_s=first_s,
                            build_s=prep.build_s if first else 0.0,
-                           peak_mem_mb=(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
-                                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                           peak_mem_mb=memory.mb(),
                            gflops_per_image=gflops[s], tflops=gflops[s] * b / med,
                            mfu=gflops[s] * b / med / peaks[prep.precision] if prep.precision in peaks else None,
                            speedup=(eager_ms[b, s] / med) if (b, s) in eager_ms else None,
@@ -328,7 +366,8 @@ def markdown(doc: dict) -> str:
              "bf16: PSNR >= 32 dB)",
              *([f"- MFU: achieved TFLOP/s over the data-sheet dense peak for the row's precision ("
                 + ", ".join(f"{k} {v}" for k, v in env["peak_tflops"].items()) + " TFLOP/s)"]
-               if env.get("peak_tflops") else []), "",
+               if env.get("peak_tflops") else []),
+             *([f"- peak MB: {env['peak_memory']}"] if env.get("peak_memory") else []), "",
              "| backend | batch | size | runs | median ms | p10-p90 ms | img/s | speed-up | first call s | build s | "
              "peak MB | TFLOP/s | MFU | max err | PSNR dB | parity |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -48,6 +48,21 @@ def test_bench_measures_grades_and_lists_unavailable(photos):
     assert doc["environment"]["threads"] >= 1 and doc["environment"]["versions"]["torch"]
 
 
+def test_cpu_peak_memory_is_per_row():
+    """A row's peak counts what that row held: 256 MB held in one row shows there, and no longer in the next."""
+    mem = bench.PeakMemory(torch.device("cpu"))
+    if not mem.per_row:
+        pytest.skip("the peak-RSS count cannot be restarted here (/proc/self/clear_refs: Linux only)")
+    mem.restart()
+    base = mem.mb()
+    t = torch.ones(64 * 2**20)  # 256 MB, every page written
+    held = mem.mb()
+    del t
+    mem.restart()
+    assert held - base == pytest.approx(256, abs=16)
+    assert mem.mb() < base + 32
+
+
 def test_wrong_backend_is_reported_as_fail(photos, monkeypatch):
     real = bench.prepare
 
