@@ -281,7 +281,8 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
             inputs[b, s] = tuple(t.repeat(reps, *[1] * (t.dim() - 1))[:b].to(dev) for t in base)
     rows, eager_ms = [], {}
     memory = PeakMemory(dev)
-    env["peak_memory"] = ("allocated tensors (torch)" if dev.type == "cuda" else
+    env["peak_memory"] = ("peak of torch's allocator during the row (memory that ONNX Runtime or TensorRT "
+                          "allocate themselves is not counted)" if dev.type == "cuda" else
                           "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
     workdir = Path(tempfile.mkdtemp(prefix="gantk-bench-"))
     with no_tf32(), torch.no_grad(), warnings.catch_warnings():
