@@ -32,11 +32,6 @@ from pathlib import Path
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names of the torch dtypes
 DTYPES = tuple(TORCH_DTYPES)
-
-
-def torch_dtype(name: str):
-    import torch
-    return getattr(torch, TORCH_DTYPES[name])
 IN_SHAPES = [(64, 256, 256), (128, 128, 128), (256, 64, 64)]  # (C, H, W) of the ResNet generator's norms
 CONV_SHAPES = [  # (name, IC, H, W, OC, k, padding, stride)
     ("resnet block 3x3", 256, 64, 64, 256, 3, 1, 1),
@@ -48,6 +43,11 @@ CONV_SHAPES = [  # (name, IC, H, W, OC, k, padding, stride)
 GOALS = {"in_peak": 0.8, "in_speedup": 2.0, "conv_speedup_b1": 1.2}
 # compute capability: (SMs of the usual part, max shared memory per block in bytes; CUDA programming guide)
 ARCHS = {80: (108, 166912), 86: (84, 101376), 89: (142, 101376), 90: (132, 232448)}
+
+
+def torch_dtype(name: str):
+    import torch
+    return getattr(torch, TORCH_DTYPES[name])
 
 
 def parse_args(argv=None):

@@ -12,6 +12,7 @@ import copy
 import ctypes
 import json
 import os
+import re
 import resource
 import tempfile
 import time
@@ -59,7 +60,6 @@ def backend_parts(name: str) -> list[str]:
 
 def gpu_peaks(name: str) -> tuple[float, dict[str, float]] | None:
     """(HBM TB/s, {precision: dense TFLOP/s}) from the data sheet of GPU `name`; None when not in the table."""
-    import re
     return next(((tbps, flops) for pattern, tbps, flops in GPU_PEAKS if re.search(pattern, name, re.I)), None)
 
 
@@ -104,6 +104,8 @@ def _prepare_torch(parts: list[str], net, device: torch.device) -> Prepared:
             raise Unavailable(f"gantk.kernels not importable ({e})") from None
         if device.type != "cuda":
             raise Unavailable("Triton kernels need a CUDA GPU (on CPU the fast path is the winograd backend)")
+    if "compile-max-autotune" in parts and device.type != "cuda":
+        raise Unavailable("max-autotune tunes GPU kernels; CPU runs use plain compile")
     if {"kernels", "winograd", "channels_last"} & set(parts):
         net = copy.deepcopy(net)  # one copy to change; spec.net stays the eager reference
     if "kernels" in parts:
@@ -124,8 +126,6 @@ def _prepare_torch(parts: list[str], net, device: torch.device) -> Prepared:
         def run(*xs):
             with torch.autocast(device.type, dtype=dtype):
                 return inner(*xs)
-    if "compile-max-autotune" in parts and device.type != "cuda":
-        raise Unavailable("max-autotune tunes GPU kernels; CPU runs use plain compile")
     if "compile" in parts or "compile-max-autotune" in parts:
         run = torch.compile(run, mode="max-autotune" if "compile-max-autotune" in parts else None, dynamic=False)
     return Prepared(run, precision)
