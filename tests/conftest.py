@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,3 +31,11 @@ def tiny_args(dataroot, ckpt, name="t", **extra):
 def cli_flags(**extra) -> list[str]:
     """--name value for each keyword (a bare --name for True)."""
     return [a for k, v in extra.items() for a in ([f"--{k}"] if v is True else [f"--{k}", str(v)])]
+
+
+def load_benchmark_script(name: str):
+    """benchmarks/<name>.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -24,6 +24,7 @@ from gantk.kernels import (ACTIVATIONS, FusedResidualBlock, FusedResnetBlock, In
                            ReflectPadConv2d, fused_modules, instance_norm_act, patch, reflect_pad_conv2d, use_triton)
 from gantk.models import define_G  # noqa: E402
 from gantk.models.style import TransformerNet  # noqa: E402
+from conftest import load_benchmark_script  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -414,18 +415,10 @@ def test_benchmark_script_interpret_smoke(tmp_path):
         assert refused.returncode == 2 and "no CUDA GPU" in refused.stderr
 
 
-def _load_script(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_runs_split_by_dtype_add_up():
     """A GPU run split over calls (--dtypes fp16, then bf16) keeps the earlier rows it did not re-measure,
     and only from the same device and versions."""
-    kb = _load_script("kernels")
+    kb = load_benchmark_script("kernels")
 
     def row(dtype, ms):
         return {"kind": "in", "case": "in_relu", "dtype": dtype, "shape": [1, 64, 8, 8], "ours_ms": ms}
@@ -439,7 +432,7 @@ def test_benchmark_runs_split_by_dtype_add_up():
 
 def test_train_step_configs_pick_kernels_by_device():
     """benchmarks/train_step.py: winograd configs by default on CPU, Triton ones on CUDA, never both."""
-    ts = _load_script("train_step")
+    ts = load_benchmark_script("train_step")
     assert "amp+compile+triton" in ts.CONFIGS and not any("winograd" in c and "triton" in c for c in ts.CONFIGS)
     cpu, cuda = ts.default_configs("cpu"), ts.default_configs("cuda")
     assert "winograd" in cpu and not any("triton" in c for c in cpu)

@@ -3,6 +3,7 @@ hand truths."""
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -350,3 +351,20 @@ def test_patched_modules_under_autocast():
         got, want = net(x), ref(x)
     assert got.dtype == want.dtype == torch.bfloat16
     assert (got.float() - want.float()).abs().max() <= 0.02 * want.float().abs().max()
+
+
+def test_cpu_limits_counts_the_generators_gemm_flops():
+    """benchmarks/cpu_limits.py's FLOP count for resnet_9blocks at 64 px against hand-computed values: direct
+    convs equal torch's FLOP counter; Winograd F(m x m, 3x3) replaces each of the 18 residual-block convs
+    (256 ch, 16x16 output) by ceil(16/m)^2 tiles of (m+2)^2 products per channel pair."""
+    from conftest import load_benchmark_script
+    from gantk.bench import flops_per_image
+    cl = load_benchmark_script("cpu_limits")
+    net = define_G(3, 3, 64, "resnet_9blocks", norm="instance").eval()
+    x = torch.zeros(1, 3, 64, 64)
+    direct = cl.gemm_gflops(net, x, None)
+    assert direct == pytest.approx(flops_per_image(net, (x,)) / 1e9, rel=1e-3)
+    block = 2 * 16 * 16 * 256 * 256 * 9 / 1e9
+    for m in (4, 6):
+        wino = 2 * math.ceil(16 / m) ** 2 * (m + 2) ** 2 * 256 * 256 / 1e9
+        assert cl.gemm_gflops(net, x, m) == pytest.approx(direct - 18 * (block - wino), rel=1e-9)
