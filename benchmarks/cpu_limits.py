@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true", help="also the ONNX Runtime int8 check (needs onnx, onnxruntime)")
     p.add_argument("--out", default="benchmarks/results", help="folder for cpu_limits.json/.md")
     args = p.parse_args(argv)
-    from gantk.bench import _cpu_name
+    from gantk.runtime import cpu_name
     from gantk.models.networks import define_G
     torch.manual_seed(0)
     net = define_G(3, 3, 64, "resnet_9blocks", norm="instance").eval()
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         eager_ms = 1000 * seconds(lambda: net(x), 10)
     flops = {"direct": gemm_gflops(net, x, None), "F(4x4,3x3)": gemm_gflops(net, x, 4), "F(6x6,3x3)": gemm_gflops(net, x, 6)}
-    rep = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": _cpu_name(),
+    rep = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "size": args.size,
            "gemm_gflops_per_s": rates, "eager_ms": eager_ms, "goal_ms_4x": eager_ms / 4, "gemm_gflop": flops,
            "bound_ms": {k: 1000 * v / best for k, v in flops.items()}}

@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
     bench)
         run "$PY" -m gantk bench --netG resnet_9blocks --ngf 64 --sizes 256 --batches 1,8,32 --device cuda \
             --budget_s 10 --out "$RES/bench_cuda_resnet9_256" \
-            --backends eager,amp,amp-bf16,channels_last,compile,kernels,amp+compile+kernels,amp-bf16+compile+kernels,amp-bf16+channels_last+compile,compile-max-autotune,aoti,ort-cuda,ort-trt,trt-fp16
+            --backends eager,amp,amp-bf16,channels_last,compile,triton,amp+compile+triton,amp-bf16+compile+triton,amp-bf16+channels_last+compile,compile-max-autotune,aoti,ort-cuda,ort-trt,trt-fp16
         collect "$RES"/bench_cuda_resnet9_256.*
         ;;
     train)

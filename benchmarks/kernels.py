@@ -22,7 +22,6 @@ Results files come only from GPU runs.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -294,10 +293,11 @@ def run_gpu(args, save=lambda rep: None) -> dict:
     torch._dynamo.config.cache_size_limit = 256
     peak, peak_source = hbm_peak(torch)
     cases, rows = chains(), []
+    from gantk.runtime import environment
+    env = environment()
     rep = {"device": torch.cuda.get_device_name(), "hbm_peak_gbps": peak / 1e9, "peak_source": peak_source,
            "torch": torch.__version__, "triton": __import__("triton").__version__, "cuda": torch.version.cuda,
-           "date": datetime.datetime.now().isoformat(timespec="seconds"), "cudnn_benchmark": True,
-           "goals": GOALS, "rows": rows}
+           "date": env["date"], "environment": env, "cudnn_benchmark": True, "goals": GOALS, "rows": rows}
 
     def add(row):
         rows.append(row)
@@ -335,7 +335,7 @@ def generator_row(dt: str, dtype) -> dict:
 
     import torch
 
-    from gantk.kernels import patch
+    from gantk.acceleration import patch
     from gantk.models import define_G
     net = define_G(3, 3, 64, "resnet_9blocks", norm="instance").to("cuda", dtype).eval()
     fused = patch(copy.deepcopy(net))

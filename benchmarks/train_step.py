@@ -23,7 +23,6 @@ that is stopped early still leaves the configs it finished).
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import math
@@ -42,13 +41,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gantk.models.base import cpu_has_bf16
+from gantk import runtime
+from gantk.acceleration import KERNELS as KERNEL_CHOICES
 from gantk.models.cyclegan import CycleGANConfig, CycleGANModel
-from gantk.models.networks import NETG_NAMES, size_multiple
+from gantk.nn.generators import NETG_NAMES, size_multiple
 
 # --- the configurations: every combination of the speed options -----------------------------
 
-KERNELS = ("winograd", "triton")  # options that set TrainConfig.kernels (at most one of them)
+KERNELS = KERNEL_CHOICES[1:]  # options that set TrainConfig.kernels (at most one of them)
 OPTIONS = ("amp", "channels_last", "compile", *KERNELS)
 BASELINE = "eager"  # eager fp32, contiguous (NCHW): what speed-ups are measured against
 
@@ -329,27 +329,13 @@ def summarise(results: list[dict], goal: float) -> dict:
 # --- environment and output ------------------------------------------------------------------------
 
 def environment(args) -> dict:
-    """Machine description without the host name."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "cpu": cpu,
-           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "cpu_count": os.cpu_count(),
+    """gantk's environment record (no host name) plus what matters for a training-step timing."""
+    env = {**runtime.environment(),
            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
            "torch_threads": torch.get_num_threads(),
-           "mkldnn_bf16": cpu_has_bf16(),
+           "mkldnn_bf16": runtime.cpu_has_bf16(),
            "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
            "os": f"{platform.system()} {platform.release()} {platform.machine()}",
-           "python": platform.python_version(),
-           "torch": torch.__version__,
-           "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" else None,
            "cuda_version": torch.version.cuda if args.device == "cuda" else None}
     return env
 

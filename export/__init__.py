@@ -1,7 +1,7 @@
 """gantk.export: ONNX (+fp16), ONNX Runtime, TensorRT, AOTInductor, Triton repositories, with parity proof."""
 from gantk.export.parity import THRESHOLDS, check_parity
 from gantk.export.runners import Runner, load_runner
-from gantk.export.spec import ExportSpec, apply_bn_mode, spec_for_generator
+from gantk.export.spec import ExportSpec, spec_for_generator
 
 
 def __getattr__(name):  # heavy or optional back ends load on first use
@@ -14,6 +14,6 @@ def __getattr__(name):  # heavy or optional back ends load on first use
     raise AttributeError(name)
 
 
-__all__ = ["THRESHOLDS", "AotiRunner", "ExportSpec", "OrtRunner", "Runner", "TrtRunner", "apply_bn_mode",
+__all__ = ["THRESHOLDS", "AotiRunner", "ExportSpec", "OrtRunner", "Runner", "TrtRunner",
            "build_engine", "check_parity", "convert_precision", "export_aoti", "export_onnx", "lint_tensorrt",
            "load_runner", "run_export", "spec_for_generator", "write_model_repository"]

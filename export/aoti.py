@@ -6,7 +6,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gantk.errors import GantkError
@@ -55,8 +54,3 @@ class AotiRunner(Runner):
     def run_torch(self, *inputs: torch.Tensor) -> torch.Tensor:
         out = self.model(*[t.to(self.device) for t in inputs])
         return out[0] if isinstance(out, (list, tuple)) else out
-
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            out = self.run_torch(*[torch.from_numpy(feeds[k]) for k in ("input", "z") if k in feeds])
-        return out.float().cpu().numpy()

@@ -2,7 +2,6 @@
 an fp16/bf16 variant that keeps normalisation in fp32, and a TensorRT-parser lint."""
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import warnings

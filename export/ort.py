@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gantk.errors import GantkError
-from gantk.export.runners import Runner
+from gantk.export.runners import Runner, numpy_feeds
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"],
              "cuda": [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"],
@@ -42,5 +43,6 @@ class OrtRunner(Runner):
         self.providers = self.session.get_providers()
         self.backend = f"onnxruntime-{self.providers[0].replace('ExecutionProvider', '').lower()}"
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(["output"], feeds)[0].astype(np.float32, copy=False)
+    def run_torch(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(["output"], numpy_feeds(inputs))[0].astype(np.float32, copy=False)
+        return torch.from_numpy(out).to(inputs[0].device)

@@ -11,6 +11,7 @@ Thresholds per precision, errors measured on the [-1, 1] output scale, PSNR on [
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,27 +105,60 @@ class ParityReport:
                 "thresholds": THRESHOLDS[self.precision], "passed": self.passed, "rows": self.rows}
 
 
-def reference_output(spec: ExportSpec, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
-    """Eager fp32 output of the spec's module (TF32 off on GPU)."""
-    dev = next(spec.net.parameters()).device
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+@contextlib.contextmanager
+def no_tf32():
+    """fp32 on a GPU really in fp32 (cuBLAS/cuDNN otherwise may round inputs to TF32)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        with torch.no_grad():
-            return spec.net.float()(*[t.to(dev) for t in inputs]).float().cpu().numpy()
+        yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+class Comparator:
+    """The one comparator: real-photo inputs and eager fp32 reference outputs per (batch, size), each made
+    once, and the grade of any backend's output against them."""
+
+    def __init__(self, spec: ExportSpec, photos: list[Image.Image], device="cpu"):
+        self.spec, self.photos, self.device = spec, photos, torch.device(device)
+        self._inputs: dict = {}
+        self._refs: dict = {}
+
+    def inputs(self, batch: int, size: int) -> tuple[torch.Tensor, ...]:
+        """The photos at size x size (plus a seeded z), repeated or cut to `batch`, on the device."""
+        if size % self.spec.multiple:
+            raise GantkError(f"size {size}: must be a multiple of {self.spec.multiple} for this generator")
+        if (batch, size) not in self._inputs:
+            base = parity_batch(self.spec, self.photos, size)
+            reps = -(-batch // base[0].shape[0])
+            self._inputs[batch, size] = tuple(t.repeat(reps, *[1] * (t.dim() - 1))[:batch].to(self.device)
+                                              for t in base)
+        return self._inputs[batch, size]
+
+    def reference(self, batch: int, size: int) -> np.ndarray:
+        """Eager fp32 output of the spec's module (TF32 off on GPU)."""
+        if (batch, size) not in self._refs:
+            net = self.spec.net.to(self.device).float()
+            with no_tf32(), torch.no_grad():
+                self._refs[batch, size] = net(*self.inputs(batch, size)).float().cpu().numpy()
+        return self._refs[batch, size]
+
+    def grade(self, out: torch.Tensor, batch: int, size: int, precision: str) -> dict:
+        """max/mean |err|, PSNR and whether they pass `precision`'s threshold."""
+        err = errors(self.reference(batch, size), out.detach().float().cpu().numpy())
+        return {**err, "pass": passes(err, precision)}
 
 
 def check_parity(spec: ExportSpec, runner, photos: list[Image.Image], sizes: list[int],
                  precision: str = "fp32") -> ParityReport:
     """Run the artifact and the eager model on the photos at each size (one batch each)."""
     report = ParityReport(str(runner.path), runner.backend, precision)
+    compare = Comparator(spec, photos)
     for size in sizes:
-        if size % spec.multiple:
-            raise GantkError(f"parity size {size}: must be a multiple of {spec.multiple} for this generator")
-        inputs = parity_batch(spec, photos, size)
-        err = errors(reference_output(spec, inputs), runner(*inputs))
-        report.rows.append({"input": f"{len(photos)}x{spec.in_channels}x{size}x{size}", **err,
-                            "pass": passes(err, precision)})
+        inputs = compare.inputs(len(photos), size)
+        with torch.no_grad():
+            out = runner.run_torch(*inputs)
+        report.rows.append({"input": f"{len(photos)}x{spec.in_channels}x{size}x{size}",
+                            **compare.grade(out, len(photos), size, precision)})
     return report

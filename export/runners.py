@@ -1,4 +1,6 @@
-"""One interface over every artifact: `runner(x[, z]) -> y` on [-1, 1] NCHW arrays, and PNG in -> PNG out."""
+"""One runner protocol over every backend: `run_torch(*inputs) -> output` on torch tensors (images NCHW in
+[-1, 1], then z for BicycleGAN), `runner(x[, z])` on arrays, and PNG in -> PNG out. Artifacts (ONNX Runtime,
+AOTInductor, TensorRT) and the PyTorch model itself (`TorchRunner`: eager, compile, winograd, ...) all have it."""
 from __future__ import annotations
 
 import json
@@ -23,7 +25,7 @@ def read_sidecar(path: str | Path) -> dict:
 
 
 class Runner:
-    """Base class: subclasses implement `run(arrays: dict[name, np.ndarray]) -> np.ndarray`."""
+    """Base class: subclasses implement `run_torch(*inputs: torch.Tensor) -> torch.Tensor`."""
     backend = "?"
 
     def __init__(self, path: str | Path, metadata: dict | None = None):
@@ -38,16 +40,17 @@ class Runner:
     def multiple(self) -> int:
         return int(self.metadata.get("size_multiple", 4))
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run_torch(self, *inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, x, z=None) -> np.ndarray:
-        feeds = {"input": _np(x)}
+        inputs = [_tensor(x)]
         if self.nz:
             if z is None:
                 raise GantkError(f"{self.path}: this model needs a latent z of shape (N, {self.nz})")
-            feeds["z"] = _np(z)
-        return self.run(feeds)
+            inputs.append(_tensor(z))
+        with torch.no_grad():
+            return self.run_torch(*inputs).float().cpu().numpy()
 
     def translate_file(self, src: str | Path, dst: str | Path, seed: int = 0) -> Path:
         """Read an image, scale it to the size multiple as `gantk translate` does, run, write the result."""
@@ -57,10 +60,24 @@ class Runner:
         return save_image(torch.from_numpy(self(x, z)), dst)
 
 
-def _np(t) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        t = t.detach().cpu().float().numpy()
-    return np.ascontiguousarray(t, dtype=np.float32)
+class TorchRunner(Runner):
+    """The PyTorch model, eager or with speed options applied (`gantk.acceleration.accelerate`)."""
+
+    def __init__(self, fn, name: str, metadata: dict | None = None):
+        super().__init__(name, metadata)
+        self.fn, self.backend = fn, f"pytorch-{name}"
+
+    def run_torch(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*inputs)
+
+
+def _tensor(t) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(t, dtype=np.float32)) if not isinstance(t, torch.Tensor) else t.detach().float()
+
+
+def numpy_feeds(inputs) -> dict[str, np.ndarray]:
+    """{"input": x[, "z": z]} as contiguous float32 arrays, for runtimes that take named arrays."""
+    return {name: np.ascontiguousarray(t.detach().cpu().float().numpy()) for name, t in zip(("input", "z"), inputs)}
 
 
 def load_runner(path: str | Path, device: str = "cpu", **kw) -> Runner:

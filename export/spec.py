@@ -9,10 +9,8 @@ import torch
 import torch.nn as nn
 
 from gantk.errors import GantkError
-from gantk.models.networks import size_multiple
-from gantk.nn.layers import has_batchnorm
-
-BN_MODES = ("eval", "batch")
+from gantk.nn.generators import size_multiple
+from gantk.nn.inference import BN_MODES, prepare_for_inference
 
 
 @dataclass
@@ -60,78 +58,32 @@ def on_device(net: nn.Module, device):
         net.to(home)
 
 
-class _PerImageNorm(nn.Module):
-    """BatchNorm's affine parameters with statistics of each image (== batch statistics at batch 1)."""
-
-    def __init__(self, bn: nn.BatchNorm2d):
-        super().__init__()
-        self.norm = nn.InstanceNorm2d(bn.num_features, eps=bn.eps, affine=bn.affine)
-        if bn.affine:
-            self.norm.load_state_dict({"weight": bn.weight.detach(), "bias": bn.bias.detach()})
-
-    def forward(self, x):
-        return self.norm(x)
-
-
-def apply_bn_mode(net: nn.Module, bn_mode: str) -> nn.Module:
-    """Eval-mode copy-free preparation: 'batch' swaps every BatchNorm2d for per-image statistics
-    (what the reference test script computes at its batch size of 1); 'eval' keeps running statistics."""
-    if bn_mode not in BN_MODES:
-        raise ValueError(f"bn_mode {bn_mode!r}: expected one of {BN_MODES}")
-    if bn_mode == "batch":
-        for name, child in list(net.named_children()):
-            if isinstance(child, nn.BatchNorm2d):
-                setattr(net, name, _PerImageNorm(child))
-            else:
-                apply_bn_mode(child, bn_mode)
-    return net.eval()
-
-
-def spec_for_generator(net: nn.Module, family: str = "cyclegan", bn_mode: str = "eval") -> ExportSpec:
-    """An ExportSpec for any gantk generator: define_G and BicycleGAN G (their `arch` attribute says
-    what they are; BicycleGAN's adds the latent input z) or the fast-style TransformerNet."""
-    from gantk.models.style import TransformerNet
+def spec_for_generator(net: nn.Module, family: str | None = None, bn_mode: str = "eval") -> ExportSpec:
+    """An ExportSpec for any gantk generator: its `arch` says what it is (channels, U-Net depth, BicycleGAN's
+    latent input z), its `family` where it has one (default: `family`, else cyclegan). Sets the inference
+    mode: BatchNorm per-image ('batch') or running ('eval') statistics, dropout off."""
     arch = dict(getattr(net, "arch", {}))
-    if isinstance(net, TransformerNet):
-        family, arch = "fast_style", {"model": "TransformerNet", "input_nc": 3, "output_nc": 3}
-    family = arch.pop("family", family)
-    bn = bn_mode if has_batchnorm(net) else "none"
-    if bn != "none":
-        apply_bn_mode(net, bn)
-    net.eval()
+    family = family or getattr(net, "family", "cyclegan")
+    if bn_mode not in BN_MODES:
+        raise GantkError(f"--bn_mode {bn_mode!r}: expected one of {', '.join(BN_MODES)}")
+    bn = prepare_for_inference(net, eval_mode=bn_mode == "eval", dropout=False, per_image=True).inference["bn_mode"]
     multiple = size_multiple(arch["netG"]) if "netG" in arch else 4
     return ExportSpec(net=net, family=family, arch=arch, in_channels=arch.get("input_nc", 3),
                       out_channels=arch.get("output_nc", 3), multiple=multiple, nz=arch.get("nz", 0), bn_mode=bn)
-
-
-FAMILIES = ("auto", "cyclegan", "pix2pix", "bicyclegan", "fast_style")
 
 
 def load_spec(name=None, checkpoints_dir="./checkpoints", epoch="latest", direction="AtoB", which=None,
               weights=None, bn_mode="batch", model="auto", **arch) -> tuple[ExportSpec, str]:
     """(spec, label) for a trained experiment (--name), a generator file (--weights), or, with only
     --netG, a randomly initialised architecture (for pure speed measurements)."""
-    from gantk.translate import resolve_generator, saved_options
-    given = {k: v for k, v in arch.items() if v is not None}
+    from gantk.models import get_family, load
     if not name and not weights:
-        if not given.get("netG"):
+        if not arch.get("netG"):
             raise GantkError("give --name (a trained experiment), --weights (a generator file) or --netG (random weights)")
-        from gantk.models import define_G
-        net = define_G(given.get("input_nc", 3), given.get("output_nc", 3), given.get("ngf", 64), given["netG"],
-                       norm=given.get("norm", "instance"), use_dropout=not given.get("no_dropout", True))
-        return spec_for_generator(net, "random", bn_mode), f"{given['netG']}_random"
-    if model == "auto":
-        model = saved_options(name, checkpoints_dir).get("model", "auto")
-    label = name or Path(weights).stem
-    if model in ("bicyclegan", "fast_style"):
-        path = Path(weights) if weights else Path(checkpoints_dir) / name / f"{epoch}_net_G.pth"
-        if model == "fast_style":
-            from gantk.models.style import load_transformer
-            return spec_for_generator(load_transformer(path), model), label
-        from gantk.models.bicyclegan import load_G
-        keys = ("netG", "ngf", "norm", "input_nc", "output_nc")
-        net = load_G(path, **{k: given[k] for k in keys if k in given})
-        return spec_for_generator(net, model, bn_mode), label
-    net, path, saved = resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, **arch)
-    family = model if model != "auto" else saved.get("model", "pix2pix" if has_batchnorm(net) else "cyclegan")
-    return spec_for_generator(net, family, bn_mode), label
+        kind = get_family("cyclegan").generator
+        net = kind.build(**{**get_family("cyclegan").default_arch("G"), **kind.options(arch, "G")})
+        return spec_for_generator(net, "random", bn_mode), f"{arch['netG']}_random"
+    loaded = load(name, checkpoints_dir, epoch, direction, which, weights, model, **arch)
+    if not loaded.family.exportable:
+        raise GantkError(f"{loaded.path}: {loaded.family.name} networks are not exported (no image-to-image generator)")
+    return spec_for_generator(loaded.net, loaded.family.name, bn_mode), name or Path(weights).stem

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from gantk.errors import GantkError
 from gantk.export.runners import Runner, read_sidecar
@@ -80,7 +80,6 @@ class TrtRunner(Runner):
     backend = "tensorrt"
 
     def __init__(self, path: str | Path):
-        import torch
         trt = import_tensorrt()
         super().__init__(path, read_sidecar(path))
         if not torch.cuda.is_available():
@@ -92,10 +91,9 @@ class TrtRunner(Runner):
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
 
-    def run_torch(self, feeds: dict) -> "torch.Tensor":
-        import torch
+    def run_torch(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feeds = {name: t.to("cuda", torch.float32).contiguous() for name, t in zip(("input", "z"), inputs)}
         for name, t in feeds.items():
-            t = feeds[name] = t.to("cuda", torch.float32).contiguous()
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, t.data_ptr())
         out = torch.empty(tuple(self.context.get_tensor_shape("output")), device="cuda", dtype=torch.float32)
@@ -105,7 +103,3 @@ class TrtRunner(Runner):
             raise GantkError(f"{self.path}: TensorRT execution failed")
         torch.cuda.current_stream().wait_stream(self.stream)
         return out
-
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        import torch
-        return self.run_torch({k: torch.from_numpy(v) for k, v in feeds.items()}).cpu().numpy()

@@ -7,31 +7,29 @@ but wrong backend is reported as FAIL next to its speed. Backends that cannot ru
 table with the reason."""
 from __future__ import annotations
 
-import contextlib
-import copy
 import ctypes
 import json
-import os
 import re
 import resource
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from gantk.acceleration import accelerate, parse_options
 from gantk.errors import GantkError
+from gantk.runtime import environment
 
-# Options of the PyTorch model, which combine with "+" (e.g. amp+compile+kernels), and exported artifacts.
-MODIFIERS = ("amp", "amp-bf16", "channels_last", "kernels", "winograd", "compile", "compile-max-autotune")
-EXPORTED = ("aoti", "ort-cpu", "ort-cuda", "ort-trt", "trt-fp32", "trt-fp16")
-BACKENDS = ("eager", "amp", "amp-bf16", "channels_last", "compile", "compile-max-autotune", "kernels",
-            "amp+compile+kernels", "amp-bf16+compile+kernels", "winograd", *EXPORTED)  # the default GPU list
-CPU_DEFAULT = ("eager", "amp", "channels_last", "compile", "kernels", "winograd", "aoti", "ort-cpu", "trt-fp32")
+# Default backends per device: eager, options of the PyTorch model ('+'-joined, gantk.acceleration), and the
+# runtimes of exported artifacts (gantk.export.backends.RUNTIMES)
+BACKENDS = ("eager", "amp", "amp-bf16", "channels_last", "compile", "compile-max-autotune", "triton",
+            "amp+compile+triton", "amp-bf16+compile+triton", "winograd", "aoti", "ort-cpu", "ort-cuda", "ort-trt",
+            "trt-fp32", "trt-fp16")
+CPU_DEFAULT = ("eager", "amp", "channels_last", "compile", "triton", "winograd", "aoti", "ort-cpu", "trt-fp32")
 # Data-sheet peaks by GPU name (first match): HBM TB/s, and dense TFLOP/s of fp32 (CUDA cores), tf32 and
 # 16-bit tensor cores (no sparsity), for bandwidth fractions and MFU
 _H100_SXM = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}
@@ -45,17 +43,14 @@ GPU_PEAKS = [(r"H200", 4.8, _H100_SXM),
              (r"L4\b", 0.3, {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0})]
 
 
-def backend_parts(name: str) -> list[str]:
-    """The options a backend name combines ("eager" -> []); GantkError for an unknown or ill-formed one."""
-    if name == "eager" or name in EXPORTED:
-        return [] if name == "eager" else [name]
-    parts = name.split("+")
-    bad = [p for p in parts if p not in MODIFIERS]
-    if bad or len(set(parts)) < len(parts) or sum(p.startswith("amp") for p in parts) > 1 \
-            or sum(p.startswith("compile") for p in parts) > 1 or {"kernels", "winograd"} <= set(parts):
-        raise GantkError(f"--backends {name!r}: expected eager, one of {', '.join(EXPORTED)}, or options from "
-                         f"{', '.join(MODIFIERS)} joined by '+' (one amp, one compile, kernels or winograd)")
-    return parts
+def check_backend(name: str) -> None:
+    """GantkError for a name that is neither an exported runtime nor eager/'+'-joined model options."""
+    from gantk.export.backends import RUNTIMES
+    if name not in RUNTIMES:
+        try:
+            parse_options(name)
+        except GantkError as e:
+            raise GantkError(f"--backends {e}, or one of {', '.join(RUNTIMES)}") from None
 
 
 def gpu_peaks(name: str) -> tuple[float, dict[str, float]] | None:
@@ -63,128 +58,25 @@ def gpu_peaks(name: str) -> tuple[float, dict[str, float]] | None:
     return next(((tbps, flops) for pattern, tbps, flops in GPU_PEAKS if re.search(pattern, name, re.I)), None)
 
 
-class Unavailable(Exception):
-    """This backend cannot run on this machine; the message says why."""
-
-
-@dataclass
-class Prepared:
-    run: Callable[..., torch.Tensor]   # inputs (torch, on the bench device) -> output tensor
-    precision: str                     # parity threshold to apply (fp32 / fp16 / bf16)
-    build_s: float = 0.0               # export / compile / engine build before the first call
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
-
-
-def prepare(name: str, spec, device: torch.device, workdir: Path, max_batch: int, max_size: int) -> Prepared:
-    """Build backend `name` for spec.net on `device` (raises Unavailable with a reason)."""
-    net = spec.net.to(device).eval()
+def make_runner(name: str, spec, device: torch.device, workdir: Path, max_batch: int, max_size: int):
+    """(runner, precision, build seconds) of backend `name`; a string saying why it cannot run here instead."""
+    from gantk.export.backends import ARTIFACTS, RUNTIMES, Builder
+    from gantk.export.runners import TorchRunner
     t0 = time.perf_counter()
-    parts = backend_parts(name)
-    if name == "aoti":
-        from gantk.export.aoti import AotiRunner, export_aoti
-        path = export_aoti(spec, workdir / "model.pt2", max_batch=max(max_batch, 2), max_size=max_size, device=str(device))
-        runner = AotiRunner(path, device=str(device))
-        return Prepared(lambda *xs: runner.run_torch(*xs), "fp32", time.perf_counter() - t0)
-    if name.startswith("ort"):
-        return _prepare_ort(name, spec, device, workdir, t0)
-    if name.startswith("trt"):
-        return _prepare_trt(name, spec, device, workdir, max_batch, max_size, t0)
-    return _prepare_torch(parts, net, device)
-
-
-def _prepare_torch(parts: list[str], net, device: torch.device) -> Prepared:
-    """The PyTorch model with `parts` applied: kernels or winograd, then channels_last, amp, compile."""
-    if "kernels" in parts:
-        try:
-            from gantk.kernels import patch
-        except ImportError as e:
-            raise Unavailable(f"gantk.kernels not importable ({e})") from None
-        if device.type != "cuda":
-            raise Unavailable("Triton kernels need a CUDA GPU (on CPU the fast path is the winograd backend)")
-    if "compile-max-autotune" in parts and device.type != "cuda":
-        raise Unavailable("max-autotune tunes GPU kernels; CPU runs use plain compile")
-    if {"kernels", "winograd", "channels_last"} & set(parts):
-        net = copy.deepcopy(net)  # one copy to change; spec.net stays the eager reference
-    if "kernels" in parts:
-        patch(net)
-    if "winograd" in parts:
-        from gantk.kernels.winograd import patch_winograd
-        if not patch_winograd(net):
-            raise Unavailable("the generator has no stride-1 3x3 or 4x4 convolution for Winograd")
-    run, precision = net, "fp32"
-    if "channels_last" in parts:
-        net.to(memory_format=torch.channels_last)
-        run = lambda x, *r: net(x.contiguous(memory_format=torch.channels_last), *r)  # noqa: E731
-    amp = next((p for p in parts if p.startswith("amp")), None)
-    if amp:
-        dtype = torch.bfloat16 if amp == "amp-bf16" else _amp_dtype(device)
-        inner, precision = run, "fp16" if dtype == torch.float16 else "bf16"
-
-        def run(*xs):
-            with torch.autocast(device.type, dtype=dtype):
-                return inner(*xs)
-    if "compile" in parts or "compile-max-autotune" in parts:
-        run = torch.compile(run, mode="max-autotune" if "compile-max-autotune" in parts else None, dynamic=False)
-    return Prepared(run, precision)
-
-
-def _onnx_file(spec, workdir: Path, precision: str = "fp32") -> Path:
-    from gantk.export.onnx import export_onnx, write_precision_variant
-    base = workdir / "model.onnx"
-    if not base.exists():
-        export_onnx(spec, base)
-    if precision == "fp32":
-        return base
-    path = base.with_suffix(f".{precision}.onnx")
-    return path if path.exists() else write_precision_variant(base, precision)
-
-
-def _prepare_ort(name, spec, device, workdir, t0) -> Prepared:
+    if name in RUNTIMES:
+        runtime = RUNTIMES[name]
+        reason = runtime.unavailable(device)
+        if reason:
+            return reason
+        builder = Builder(spec, workdir, "model", max_batch=max(max_batch, 2), opt_size=max_size,
+                          max_size=max_size, device=str(device))
+        runner = runtime.open(builder.build(runtime.artifact), device, torch.get_num_threads())
+        return runner, ARTIFACTS[runtime.artifact].precision, time.perf_counter() - t0
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise Unavailable("onnxruntime is not installed (pip install 'gantk[export]')") from None
-    from gantk.export.ort import PROVIDERS, OrtRunner
-    ep = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[name]
-    first = PROVIDERS[ep][0]
-    first = first[0] if isinstance(first, tuple) else first
-    if first not in ort.get_available_providers():
-        raise Unavailable(f"onnxruntime here has no {first} (install onnxruntime-gpu on a CUDA machine)")
-    runner = OrtRunner(_onnx_file(spec, workdir), providers=PROVIDERS[ep],
-                       threads=torch.get_num_threads() if ep == "cpu" else 0)
-
-    def run(*xs):
-        return torch.from_numpy(runner(*[x.cpu() for x in xs])).to(device)
-    return Prepared(run, "fp32", time.perf_counter() - t0)
-
-
-def _prepare_trt(name, spec, device, workdir, max_batch, max_size, t0) -> Prepared:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise Unavailable("TensorRT is not installed (optional extra gantk[trt]; needs an NVIDIA GPU)") from None
-    if device.type != "cuda":
-        raise Unavailable("TensorRT engines need a CUDA GPU")
-    from gantk.export.tensorrt import TrtRunner, build_engine, profile_shapes
-    precision = name.split("-")[1]
-    src = _onnx_file(spec, workdir, precision)
-    shapes = profile_shapes(spec.input_names, spec.in_channels, spec.nz, (1, max_batch, max_batch),
-                            (spec.multiple, max_size, max_size))
-    runner = TrtRunner(build_engine(src, workdir / f"model.{precision}.plan", shapes, precision))
-    return Prepared(lambda *xs: runner.run_torch(dict(zip(spec.input_names, xs))), precision, time.perf_counter() - t0)
-
-
-@contextlib.contextmanager
-def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        fn, precision = accelerate(spec.net.to(device).eval(), parse_options(name), device)
+    except GantkError as e:
+        return str(e)
+    return TorchRunner(fn, name, spec.metadata()), precision, 0.0
 
 
 def timings(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeats: int) -> list[float]:
@@ -257,8 +149,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
     """Measure every backend at every (batch, size); returns the results document. With `budget_s`, a
     backend whose first call is slow gets fewer warm-up and timed runs (at least one timed run; the first
     call then counts as the warm-up; `runs` says how many were timed)."""
-    from gantk.export.parity import errors, parity_batch, passes
-    from gantk.export.pipeline import environment
+    from gantk.export.parity import Comparator, no_tf32
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GantkError("--device cuda: no CUDA GPU here")
@@ -268,17 +159,12 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
         if s % spec.multiple:
             raise GantkError(f"--sizes {s}: must be a multiple of {spec.multiple} for this generator")
     for name in backends:
-        backend_parts(name)  # an ill-formed name fails before anything runs
-    env = {**environment(), "threads": torch.get_num_threads(), "device": str(dev),
-           "cpu": _cpu_name()}
+        check_backend(name)  # an ill-formed name fails before anything runs
+    env = {**environment(), "threads": torch.get_num_threads(), "device": str(dev)}
     peaks = (gpu_peaks(env["gpu"]) or (0, {}))[1] if dev.type == "cuda" else {}
     env["peak_tflops"] = peaks or None  # data sheet; fp32 rows run without TF32, so their MFU is against fp32
-    inputs = {}
-    for s in sizes:
-        base = parity_batch(spec, photos, s)
-        for b in batches:
-            reps = -(-b // base[0].shape[0])
-            inputs[b, s] = tuple(t.repeat(reps, *[1] * (t.dim() - 1))[:b].to(dev) for t in base)
+    compare = Comparator(spec, photos, dev)
+    shapes = [(b, s) for s in sizes for b in batches]
     rows, eager_ms = [], {}
     memory = PeakMemory(dev)
     env["peak_memory"] = ("peak of torch's allocator during the row (memory that ONNX Runtime or TensorRT "
@@ -288,69 +174,60 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
     with no_tf32(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         spec.net.to(dev).eval()
-        refs = {k: spec.net(*v).float() for k, v in inputs.items()}
-        gflops = {s: flops_per_image(spec.net, inputs[batches[0], s]) / 1e9 for s in sizes}
+        gflops = {s: flops_per_image(spec.net, compare.inputs(batches[0], s)) / 1e9 for s in sizes}
         for name in backends:
-            try:
-                prep = prepare(name, spec, dev, workdir, max(batches), max(sizes))
-            except Unavailable as e:
-                log(f"{name:<22} unavailable: {e}")
-                rows.append({"backend": name, "status": "unavailable", "reason": str(e)})
+            made = make_runner(name, spec, dev, workdir, max(batches), max(sizes))
+            if isinstance(made, str):
+                log(f"{name:<22} unavailable: {made}")
+                rows.append({"backend": name, "status": "unavailable", "reason": made})
                 continue
+            runner, precision, build_s = made
             first = True
-            for (b, s), xs in inputs.items():
-                row = {"backend": name, "batch": b, "size": s, "precision": prep.precision, "status": "ok"}
+            for b, s in shapes:
+                xs = compare.inputs(b, s)
+                row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
                 try:
                     memory.restart()
                     t = time.perf_counter()
-                    out = prep.run(*xs)
+                    out = runner.run_torch(*xs)
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)
                     first_s = time.perf_counter() - t
                     per_call = first_s
                     if budget_s and first_s > budget_s / 2:  # the first call may include compilation: time one more
                         t = time.perf_counter()
-                        prep.run(*xs)
+                        runner.run_torch(*xs)
                         if dev.type == "cuda":
                             torch.cuda.synchronize(dev)
                         per_call = time.perf_counter() - t
                     fit = int(budget_s / max(per_call, 1e-9)) if budget_s else repeats  # calls the budget allows
                     n_warm, n_runs = min(warmup, fit), max(1, min(repeats, fit))
-                    ts = np.array(timings(lambda: prep.run(*xs), dev, n_warm, n_runs)) * 1000
+                    ts = np.array(timings(lambda: runner.run_torch(*xs), dev, n_warm, n_runs)) * 1000
                 except Exception as e:  # a backend that breaks is a result too
                     msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                     log(f"{name:<22} b{b} {s}px error: {msg}")
                     rows.append({**row, "status": "error", "reason": msg})
                     continue
                 med = float(np.median(ts))
-                err = errors(refs[b, s].cpu().numpy(), out.float().cpu().numpy())
+                grade = compare.grade(out, b, s, precision)
                 if name == "eager":
                     eager_ms[b, s] = med
                 row.update(runs=n_runs, median_ms=med, p10_ms=float(np.percentile(ts, 10)), p90_ms=float(np.percentile(ts, 90)),
                            images_per_s=b / med * 1000, first_call_s=first_s,
-                           build_s=prep.build_s if first else 0.0,
+                           build_s=build_s if first else 0.0,
                            peak_mem_mb=memory.mb(),
                            gflops_per_image=gflops[s], tflops=gflops[s] * b / med,
-                           mfu=gflops[s] * b / med / peaks[prep.precision] if prep.precision in peaks else None,
+                           mfu=gflops[s] * b / med / peaks[precision] if precision in peaks else None,
                            speedup=(eager_ms[b, s] / med) if (b, s) in eager_ms else None,
-                           **err, parity="PASS" if passes(err, prep.precision) else "FAIL")
+                           max_abs=grade["max_abs"], mean_abs=grade["mean_abs"], psnr=grade["psnr"],
+                           parity="PASS" if grade["pass"] else "FAIL")
                 first = False
                 rows.append(row)
                 log(f"{name:<22} b{b:<3} {s:>4}px {med:9.2f} ms  {row['images_per_s']:8.2f} img/s  "
-                    f"x{row['speedup'] or 0:5.2f}  PSNR {err['psnr']:6.1f}  {row['parity']}")
+                    f"x{row['speedup'] or 0:5.2f}  PSNR {grade['psnr']:6.1f}  {row['parity']}")
     return {"environment": env, "model": spec.metadata(),
             "config": {"backends": backends, "batches": batches, "sizes": sizes, "warmup": warmup,
                        "repeats": repeats, "budget_s": budget_s}, "results": rows}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} logical CPUs"
 
 
 def markdown(doc: dict) -> str:

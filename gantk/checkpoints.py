@@ -99,7 +99,7 @@ def generator_state(obj: dict, which: str | None, source: str) -> tuple[dict, di
     if obj.get("format") != TRAIN_STATE_FORMAT:
         return obj, {}
     nets = obj["nets"]
-    names = [n for n in nets if n.startswith("G")]
+    names = list(nets)
     which = which or ("G" if "G" in nets else "G_A")
     if which not in nets:
         raise CheckpointError(f"{source}: has no network {which!r}; it holds {', '.join(names)}")

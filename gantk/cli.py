@@ -6,11 +6,15 @@ import logging
 import re
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 import click
 
-from gantk.config import KERNELS, KERNELS_HELP
+from gantk.acceleration import KERNELS, KERNELS_HELP
+from gantk.config import DIRECTIONS, NORMS, PREPROCESS
+from gantk.models.registry import FAMILIES, get_family
+from gantk.nn.bicycle import NONLINEARITIES
+from gantk.nn.inference import BN_MODES
+from gantk.stylize import OPTIMIZERS
 from gantk.errors import GantkError
 
 
@@ -39,21 +43,23 @@ def cli():
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                "help_option_names": []})
-@click.option("--model", default="cyclegan", show_default=True, help="model family")
+@click.option("--model", default="cyclegan", show_default=True, help=f"model family: {', '.join(FAMILIES)}")
 @click.pass_context
 def train(ctx, model):
-    """Train a model family; `gantk train --model NAME --help` lists its options."""
-    from gantk.models import get_model_class
-    config_cls = get_model_class(model).Config
+    """Train a model family (--model); `gantk train --model NAME --help` lists its options."""
+    family = get_family(model)
+    config_cls = family.config_class
 
     def run(**values):
         from gantk.train import train as run_training
         run_training(config_cls(**values))
 
+    others = "\n".join(f"  {f.name:<11} {f.summary}" for f in FAMILIES.values())
     cmd = click.Command(f"train --model {model}", params=config_options(config_cls), callback=run,
-                        help=f"Train {model} ({config_cls.__name__}); defaults follow the reference recipe.",
+                        help=f"Train {model}: {family.summary}. Defaults follow the reference recipe.\n\n"
+                             f"--model picks the family:\n\n\b\n{others}",
                         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-    cmd.main(ctx.args, prog_name="gantk", standalone_mode=False)
+    cmd.main(ctx.args, prog_name=f"gantk train --model {model}", standalone_mode=False)
 
 
 def _with(options: list):
@@ -69,13 +75,13 @@ _NAME = click.option("--name", help="experiment name (reads <checkpoints_dir>/<n
 _GENERATOR_FILE = [
     click.option("--checkpoints_dir", default="./checkpoints", show_default=True),
     click.option("--epoch", default="latest", show_default=True, help="which saved epoch"),
-    click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True),
+    click.option("--direction", type=click.Choice(DIRECTIONS), default="AtoB", show_default=True),
     click.option("--which", default=None, help="network to run (G_A/G_B for CycleGAN, G); default from --direction"),
     click.option("--weights", type=click.Path(dir_okay=False), help="a generator file, e.g. a downloaded latest_net_G.pth"),
     click.option("--netG", "netG", default=None, help="architecture of --weights (default: from the checkpoint; "
                  "export/bench with --netG alone: a randomly initialised one)"),
     click.option("--ngf", type=int, default=None, help="generator width (default: from the checkpoint, else 64)"),
-    click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None),
+    click.option("--norm", type=click.Choice(NORMS), default=None),
     click.option("--no_dropout/--dropout", "no_dropout", default=None),
     click.option("--input_nc", type=int, default=None),
     click.option("--output_nc", type=int, default=None),
@@ -85,10 +91,10 @@ generator_file = _with([_NAME, *_GENERATOR_FILE])
 # ... plus its family and the BatchNorm mode baked into exports (export, bench)
 generator_source = _with([
     _NAME,
-    click.option("--model", type=click.Choice(["auto", "cyclegan", "pix2pix", "bicyclegan", "fast_style"]),
+    click.option("--model", type=click.Choice(["auto", *(f.name for f in FAMILIES.values() if f.exportable)]),
                  default="auto", show_default=True, help="generator family (auto: from the experiment's options)"),
     *_GENERATOR_FILE,
-    click.option("--bn_mode", type=click.Choice(["batch", "eval"]), default="batch", show_default=True,
+    click.option("--bn_mode", type=click.Choice(BN_MODES), default="batch", show_default=True,
                  help="BatchNorm generators (pix2pix): per-image statistics as the reference test script, "
                       "or running statistics (its --eval)"),
 ])
@@ -101,7 +107,7 @@ generator_source = _with([
 @click.option("--phase", default="test", show_default=True)
 @click.option("--input", "input_path", type=click.Path(), help="an image file or a folder of images")
 @click.option("--output", type=click.Path(file_okay=False), help="default: ./results/<name>/test_<epoch>")
-@click.option("--preprocess", type=click.Choice(["none", "resize_and_crop", "scale_width", "crop"]),
+@click.option("--preprocess", type=click.Choice(PREPROCESS),
               default="none", show_default=True, help="none keeps full resolution (rounded to the net's multiple)")
 @click.option("--load_size", type=int, default=256, show_default=True)
 @click.option("--crop_size", type=int, default=256, show_default=True)
@@ -111,8 +117,8 @@ generator_source = _with([
 @click.option("--tile_stats_size", type=int, default=1024, show_default=True,
               help="InstanceNorm statistics for all tiles come from the image scaled to at most this many px "
               "(an InstanceNorm net's image no larger than this is translated whole, in that one pass)")
-@click.option("--model", type=click.Choice(["cyclegan", "pix2pix", "bicyclegan"]), default=None,
-              help="model family (default: from the experiment, else one generator as for CycleGAN/pix2pix); "
+@click.option("--model", type=click.Choice([f.name for f in FAMILIES.values() if f.inference != "none"]), default=None,
+              help="model family (default: from the experiment or file, else one generator as for CycleGAN/pix2pix); "
               "bicyclegan samples several outputs per input")
 @click.option("--eval/--no-eval", "eval_mode", default=None,
               help="BatchNorm running statistics and no dropout (--eval), or the batch's statistics with dropout "
@@ -124,7 +130,7 @@ generator_source = _with([
 @click.option("--encoder", type=click.Path(dir_okay=False), help="bicyclegan: the encoder file (latest_net_E.pth) "
               "for the encoded-style output")
 @click.option("--nz", type=int, default=None, help="bicyclegan: length of z (default: from the checkpoint, else 8)")
-@click.option("--nl", type=click.Choice(["relu", "lrelu", "elu"]), default=None,
+@click.option("--nl", type=click.Choice(tuple(NONLINEARITIES)), default=None,
               help="bicyclegan: generator non-linearity (default: from the experiment, else relu)")
 @click.option("--kernels", type=click.Choice(KERNELS), default="none", show_default=True, help=KERNELS_HELP)
 @click.option("--device", default="auto", show_default=True)
@@ -152,7 +158,7 @@ def translate(**o):
 @click.option("--steps", type=int, default=2000, show_default=True, help="optimisation steps (L-BFGS: loss evaluations)")
 @click.option("--content-weight", type=float, default=1.0, show_default=True)
 @click.option("--style-weight", type=float, default=1e6, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "lbfgs"]), default="adam", show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--lr", type=float, default=None, help="learning rate [default: 0.003 Adam, 1 L-BFGS]")
 @click.option("--beta1", type=float, default=0.5, show_default=True, help="Adam beta1")
 @click.option("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1", show_default=True,
@@ -248,7 +254,7 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
 @generator_source
 @click.option("--backends", default=None, help="comma-separated: eager; aoti, ort-cpu, ort-cuda, ort-trt, trt-fp32, "
               "trt-fp16; or options of the PyTorch model joined by '+', from amp (fp16 on CUDA, bf16 on CPU), amp-bf16, "
-              "channels_last, kernels (Triton), winograd, compile, compile-max-autotune, e.g. amp+compile+kernels "
+              "channels_last, triton, winograd, compile, compile-max-autotune, e.g. amp+compile+triton "
               "(default: a list for --device; unavailable ones are listed with the reason)")
 @click.option("--batches", default="1", show_default=True, help="batch sizes, comma-separated")
 @click.option("--sizes", default="256", show_default=True, help="image sizes (square), px, comma-separated")
@@ -264,14 +270,14 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
               help="results path without suffix (writes .json, .md, .png; default ./bench/<model>_<device>)")
 def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, device, image_source, out, **src):
     """Latency, throughput, memory and parity of a generator on every backend."""
-    from gantk.bench import BACKENDS, CPU_DEFAULT, backend_parts, run_bench, write_results
+    from gantk.bench import BACKENDS, CPU_DEFAULT, check_backend, run_bench, write_results
     from gantk.export.parity import load_photos
     from gantk.export.spec import load_spec
-    from gantk.models.base import resolve_device
+    from gantk.runtime import resolve_device
     dev = resolve_device(device)
     names = [b.strip() for b in backends.split(",")] if backends else list(BACKENDS if dev.type == "cuda" else CPU_DEFAULT)
     for name in names:
-        backend_parts(name)
+        check_backend(name)
     spec, label = load_spec(**src)
     doc = run_bench(spec, names, _sizes(batches), _sizes(sizes), load_photos(image_source), str(dev), warmup,
                     repeats, threads, budget_s, log=click.echo)

@@ -1,4 +1,5 @@
-"""Typed options. Each model family subclasses `TrainConfig`; the CLI is generated from the fields."""
+"""Typed options, and every choice list of them: each family's config subclasses `TrainConfig` (the engine's
+options), the image-to-image GANs also `GANOptions`; the CLI is generated from the fields."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +7,16 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from gantk.acceleration import AMP_DTYPES, KERNELS, KERNELS_HELP
+from gantk.data.datasets import BAD_IMAGES, DATASET_MODES, DIRECTIONS
+from gantk.data.transforms import PREPROCESS
 from gantk.errors import GantkError
+from gantk.nn.discriminators import NETD_NAMES
+from gantk.nn.generators import NETG_NAMES
+from gantk.nn.layers import INIT_TYPES, NORMS
+from gantk.nn.losses import GAN_MODES
+
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
 
 
 def require_positive(cfg, *names: str) -> None:
@@ -16,13 +26,6 @@ def require_positive(cfg, *names: str) -> None:
             raise GantkError(f"--{k} must be positive, got {getattr(cfg, k)}")
 
 
-KERNELS = ("none", "triton", "winograd")
-KERNELS_HELP = ("triton: fused gantk.kernels ops for reflect-pad conv and InstanceNorm+activation chains (Triton on "
-                "CUDA; on CPU C kernels for the norms, torch ops for the convs); winograd: the CPU speed path, "
-                "Winograd F(4x4,3x3)/F(3x3,4x4) for the stride-1 3x3/4x4 convolutions, GEMM+shift for stride-1 ones "
-                "with at most 4 output channels, and the fused InstanceNorm+activation chains in C")
-
-
 def opt(default, help: str, choices: tuple | None = None, off: str | None = None):
     """A config field with CLI help; `choices` restricts values, `off` names a flag that sets a bool False."""
     return field(default=default, metadata={"help": help, "choices": choices, "off": off})
@@ -30,46 +33,24 @@ def opt(default, help: str, choices: tuple | None = None, off: str | None = None
 
 @dataclass
 class TrainConfig:
-    """Options every family shares; names and defaults follow the reference train/base options."""
+    """What the training engine reads, for every family; names and defaults follow the reference options.
+    Image-to-image GANs add `GANOptions`."""
     # experiment
-    dataroot: str = opt("", "path to images (trainA/trainB/testA/testB, or train/test with A|B pairs)")
+    dataroot: str = opt("", "path to the training data")
     name: str = opt("experiment_name", "experiment name: checkpoints go to <checkpoints_dir>/<name>")
     checkpoints_dir: str = opt("./checkpoints", "where models are saved")
     seed: int = opt(0, "random seed for weights, data order and augmentation")
     # data
-    dataset_mode: str = opt("unaligned", "how the data set is laid out", ("unaligned", "aligned", "single"))
-    direction: str = opt("AtoB", "AtoB or BtoA", ("AtoB", "BtoA"))
-    input_nc: int = opt(3, "input image channels: 3 for RGB, 1 for grayscale")
-    output_nc: int = opt(3, "output image channels")
     batch_size: int = opt(1, "input batch size (per process under torchrun)")
-    load_size: int = opt(286, "scale images to this size")
-    crop_size: int = opt(256, "then crop to this size")
-    preprocess: str = opt("resize_and_crop", "scaling and cropping at load time",
-                          ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"))
-    no_flip: bool = opt(False, "do not flip images for augmentation")
-    serial_batches: bool = opt(False, "take images in order (no shuffling, paired B by index)")
     max_dataset_size: int = opt(0, "use at most this many images per domain (0: all)")
+    serial_batches: bool = opt(False, "take images in order (no shuffling, paired B by index)")
     num_threads: int = opt(2, "data loading worker processes (0: load in the main process)")
-    bad_images: str = opt("fail", "on an unreadable image: stop naming it, or skip it with a warning",
-                          ("fail", "skip"))
-    # networks
-    netG: str = opt("resnet_9blocks", "generator architecture",
-                    ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"))
-    netD: str = opt("basic", "discriminator: basic (70x70 PatchGAN), n_layers, pixel", ("basic", "n_layers", "pixel"))
-    n_layers_D: int = opt(3, "discriminator layers when --netD n_layers")
-    ngf: int = opt(64, "generator filters in the last conv layer")
-    ndf: int = opt(64, "discriminator filters in the first conv layer")
-    norm: str = opt("instance", "normalisation layer", ("instance", "batch", "none"))
-    no_dropout: bool = opt(False, "no dropout in the generator", off="dropout")
-    init_type: str = opt("normal", "weight initialisation", ("normal", "xavier", "kaiming", "orthogonal"))
-    init_gain: float = opt(0.02, "scale for normal, xavier and orthogonal init")
     # optimisation
-    gan_mode: str = opt("lsgan", "GAN objective", ("lsgan", "vanilla", "wgangp"))
     lr: float = opt(0.0002, "initial Adam learning rate")
     beta1: float = opt(0.5, "Adam beta1")
     n_epochs: int = opt(100, "epochs at the initial learning rate")
     n_epochs_decay: int = opt(100, "epochs of linear decay to zero")
-    lr_policy: str = opt("linear", "learning rate schedule", ("linear", "step", "plateau", "cosine"))
+    lr_policy: str = opt("linear", "learning rate schedule", LR_POLICIES)
     lr_decay_iters: int = opt(50, "multiply by 0.1 every this many epochs (step policy)")
     epoch_count: int = opt(1, "number of the first epoch (to continue from <epoch>_net files)")
     max_iters: int = opt(0, "stop after this many iterations in total (0: run all epochs)")
@@ -82,17 +63,14 @@ class TrainConfig:
     display_freq: int = opt(400, "save a sample grid every this many iterations")
     # speed
     amp: bool = opt(False, "mixed precision: bf16 autocast on CPU, fp16 (+GradScaler) on CUDA")
-    amp_dtype: str = opt("auto", "autocast dtype", ("auto", "bf16", "fp16"))
+    amp_dtype: str = opt("auto", "autocast dtype", AMP_DTYPES)
     channels_last: bool = opt(False, "channels_last memory format for networks and inputs")
     compile: bool = opt(False, "torch.compile the generators and discriminators")
     kernels: str = opt("none", KERNELS_HELP, KERNELS)
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
+    bad_images: str = opt("fail", "on an unreadable image: stop naming it, or skip it with a warning", BAD_IMAGES)
 
     # --- helpers ---
-    @property
-    def use_dropout(self) -> bool:
-        return not self.no_dropout
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -120,3 +98,30 @@ class TrainConfig:
     @classmethod
     def model_name(cls) -> str:
         return getattr(cls, "MODEL", "")
+
+
+@dataclass
+class GANOptions:
+    """The image-to-image GANs' data layout, networks and objective (mixed into their configs)."""
+    dataset_mode: str = opt("unaligned", "how the data set is laid out", DATASET_MODES)
+    direction: str = opt("AtoB", "AtoB or BtoA", DIRECTIONS)
+    input_nc: int = opt(3, "input image channels: 3 for RGB, 1 for grayscale")
+    output_nc: int = opt(3, "output image channels")
+    load_size: int = opt(286, "scale images to this size")
+    crop_size: int = opt(256, "then crop to this size")
+    preprocess: str = opt("resize_and_crop", "scaling and cropping at load time", PREPROCESS)
+    no_flip: bool = opt(False, "do not flip images for augmentation")
+    netG: str = opt("resnet_9blocks", "generator architecture", NETG_NAMES)
+    netD: str = opt("basic", "discriminator: basic (70x70 PatchGAN), n_layers, pixel", NETD_NAMES)
+    n_layers_D: int = opt(3, "discriminator layers when --netD n_layers")
+    ngf: int = opt(64, "generator filters in the last conv layer")
+    ndf: int = opt(64, "discriminator filters in the first conv layer")
+    norm: str = opt("instance", "normalisation layer", NORMS)
+    no_dropout: bool = opt(False, "no dropout in the generator", off="dropout")
+    init_type: str = opt("normal", "weight initialisation", INIT_TYPES)
+    init_gain: float = opt(0.02, "scale for normal, xavier and orthogonal init")
+    gan_mode: str = opt("lsgan", "GAN objective", GAN_MODES)
+
+    @property
+    def use_dropout(self) -> bool:
+        return not self.no_dropout

@@ -27,8 +27,9 @@ from tqdm import tqdm
 
 from gantk.errors import GantkError
 from gantk.io import is_image_file, save_image
-from gantk.models.base import resolve_device
-from gantk.models.style import load_batch, load_transformer
+from gantk.runtime import resolve_device
+from gantk.data.photos import load_batch
+from gantk.models.style import load_transformer
 from gantk.nn.vgg import VGG19, check_layers, content_loss, gram_matrix, load_vgg19, min_input_size, style_loss
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

@@ -154,33 +154,6 @@ def translate_images(net: nn.Module, items, out_dir: str | Path, title: str, til
     return written
 
 
-def resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, **arch) -> tuple[nn.Module, str, dict]:
-    """(generator in eval mode, its file, its saved training options) from --weights or --name/--epoch."""
-    from gantk.models import load_generator
-    saved = {}
-    if weights:
-        path = Path(weights)
-    else:
-        if not name:
-            raise GantkError("give --name (a trained experiment) or --weights (a generator file)")
-        folder = Path(checkpoints_dir) / name
-        saved = saved_options(name, checkpoints_dir)
-        which = which or (("G_A" if direction == "AtoB" else "G_B") if saved.get("model", "cyclegan") == "cyclegan" else "G")
-        path = folder / f"{epoch}_net_{which}.pth"
-        if not path.is_file() and which == "G_A" and (folder / f"{epoch}_net_G.pth").is_file():
-            path = folder / f"{epoch}_net_G.pth"
-    given = {k: v for k, v in arch.items() if v is not None}
-    if saved:
-        defaults = {k: saved[k] for k in ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc") if k in saved}
-        if which == "G_B":
-            defaults["input_nc"], defaults["output_nc"] = defaults.get("output_nc", 3), defaults.get("input_nc", 3)
-        given = {**defaults, **given}
-    kw = {"netG": given.get("netG"), "ngf": given.get("ngf", 64), "norm": given.get("norm", "instance"),
-          "use_dropout": not given.get("no_dropout", True), "input_nc": given.get("input_nc", 3),
-          "output_nc": given.get("output_nc", 3)}
-    return load_generator(path, **kw), str(path), saved
-
-
 def input_files(input_path, dataroot, phase, direction, aligned=False) -> tuple[list[Path], bool]:
     """(image files, whether each holds an A|B pair side by side). A --dataroot in the aligned layout
     (<phase>/ with A|B files, no <phase>A/) is read as pairs."""
@@ -218,12 +191,6 @@ def load_input(path: Path, aligned: bool, direction: str):
     return (A, B) if direction == "AtoB" else (B, A)
 
 
-def saved_options(name, checkpoints_dir) -> dict:
-    """The options saved with a gantk experiment (train_opt.json), or {}."""
-    f = Path(checkpoints_dir) / name / "train_opt.json" if name else None
-    return json.loads(f.read_text()) if f and f.is_file() else {}
-
-
 def read_items(files, aligned: bool, direction: str, prep: dict, arch: dict, multiple: int, tiled: bool = False):
     """(file name, input CHW, paired target CHW or None), in [-1, 1] and sized for a net of `arch`."""
     from gantk.data.transforms import transform
@@ -254,68 +221,49 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     eval_mode None follows the reference test scripts: networks with BatchNorm (pix2pix) run without
     eval() (batch statistics, dropout on), others in eval mode; BicycleGAN always in eval mode.
     """
-    from gantk.models import prepare_for_inference, size_multiple
-    from gantk.models.base import apply_kernels, resolve_device
-    from gantk.nn.layers import has_batchnorm
+    from gantk.acceleration import apply_kernels
+    from gantk.models import load, prepare_for_inference, size_multiple
+    from gantk.models.loading import load_encoder
+    from gantk.nn.inference import has_batchnorm
+    from gantk.runtime import resolve_device
     torch.manual_seed(seed)  # makes test-time dropout (pix2pix without --eval) reproducible
-    family = model or saved_options(name, checkpoints_dir).get("model", "cyclegan")
     files, aligned = input_files(input_path, dataroot, phase, direction, aligned)
     files, dev = files[:num_test], resolve_device(device)
+    loaded = load(name, checkpoints_dir, epoch, direction, which, weights, model, **arch)
+    net, path, family = loaded.net.to(dev), loaded.path, loaded.family
+    if family.inference == "none":
+        raise GantkError(f"{family.name} has no image-to-image inference (its samples are in the experiment's web/)")
     prep = dict(preprocess=preprocess, load_size=load_size, crop_size=crop_size)
     out = Path(output or Path("results") / (name or Path(weights or "weights").stem) / f"test_{epoch}")
-    if family == "bicyclegan":
+    multiple = size_multiple(net.arch["netG"]) if "netG" in net.arch else 4
+    if family.inference == "sample":
         if tile:
-            raise GantkError("--tile is not supported for --model bicyclegan")
-        G, E, path = resolve_bicycle(name, checkpoints_dir, epoch, weights, encoder, arch)
-        prepare_for_inference(apply_kernels(G.to(dev), kernels), True)  # the BicycleGAN test script always calls eval()
+            raise GantkError(f"--tile is not supported for --model {family.name}")
+        prepare_for_inference(apply_kernels(net, kernels), True)  # the BicycleGAN test script always calls eval()
+        E = load_encoder(loaded, encoder, **arch)
         E = E.to(dev) if E is not None else None
-        items = read_items(files, aligned, direction, prep, G.arch, size_multiple(G.arch["netG"]))
-        scores, rows = translate_bicycle(G, E, items, out, n_samples, sync, seed, dev)
+        items = read_items(files, aligned, direction, prep, net.arch, multiple)
+        scores, rows = translate_bicycle(net, E, items, out, n_samples, sync, seed, dev)
         mean = sum(scores.values()) / max(len(scores), 1)
         write_html(out, f"{path.name}: {len(files)} inputs x {n_samples} random z{' (same z for all)' if sync else ''};"
                    f" diversity (mean pairwise L1 of the random samples) {mean:.4f}", rows)
-        write_record(out, model=family, weights=str(path), encoder=E is not None, images=len(files), seed=seed,
-                     n_samples=n_samples, sync=sync, **G.inference,
+        write_record(out, model=family.name, weights=str(path), encoder=E is not None, images=len(files), seed=seed,
+                     n_samples=n_samples, sync=sync, **net.inference,
                      diversity={"metric": DIVERSITY_METRIC, "mean": mean, "per_image": scores})
         return out
-    net, path, _ = resolve_generator(name, checkpoints_dir, epoch, direction, which, weights, **arch)
-    prepare_for_inference(net.to(dev), not has_batchnorm(net) if eval_mode is None else eval_mode)
+    prepare_for_inference(net, not has_batchnorm(net) if eval_mode is None else eval_mode)
     if tile and net.inference["bn_mode"] == "batch":
         raise GantkError("--tile needs BatchNorm running statistics: add --eval")
     if tile and kernels == "triton":
         raise GantkError("--tile swaps the InstanceNorm modules for whole-image statistics: use --kernels none or "
                          "winograd with it")
     apply_kernels(net, kernels)
-    multiple = size_multiple(net.arch["netG"])
     mode = "BatchNorm batch statistics" if net.inference["bn_mode"] == "batch" else "eval mode"
-    title = f"{Path(path).name}: {len(files)} images ({mode}{', dropout on' if net.inference['dropout'] else ''})"
+    title = f"{path.name}: {len(files)} images ({mode}{', dropout on' if net.inference['dropout'] else ''})"
     translate_images(net, read_items(files, aligned, direction, prep, net.arch, multiple, bool(tile)), out, title,
                      tile or None, tile_overlap, multiple, dev, tile_stats_size)
-    write_record(out, model=family, weights=str(path), images=len(files), seed=seed, **net.inference)
+    write_record(out, model=family.name, weights=str(path), images=len(files), seed=seed, **net.inference)
     return out
-
-
-def resolve_bicycle(name, checkpoints_dir, epoch, weights, encoder, arch: dict):
-    """(G, E or None, G's file) from --weights [--encoder] or the experiment --name/--epoch."""
-    from gantk.checkpoints import TRAIN_STATE_FORMAT, read_checkpoint
-    from gantk.models.bicyclegan import e_options, g_options, load_E, load_G
-    ckpt = None
-    if weights:
-        g_path, e_path = Path(weights), Path(encoder) if encoder else None
-        ckpt = read_checkpoint(g_path)
-        if e_path is None and ckpt.get("format") == TRAIN_STATE_FORMAT:
-            e_path = g_path  # a gantk training state holds both
-    elif name:
-        folder = Path(checkpoints_dir) / name
-        g_path, e_path = folder / f"{epoch}_net_G.pth", Path(encoder) if encoder else folder / f"{epoch}_net_E.pth"
-    else:
-        raise GantkError("give --name (a trained experiment) or --weights (a generator file)")
-    saved = saved_options(name, checkpoints_dir)
-    given = {k: v for k, v in arch.items() if v is not None}
-    E = None
-    if e_path is not None and (e_path.is_file() or encoder):
-        E = load_E(e_path, ckpt if e_path == g_path else None, saved, **e_options(given))
-    return load_G(g_path, ckpt, saved, **g_options(given)), E, g_path
 
 
 DIVERSITY_METRIC = "mean pairwise L1 distance between the random samples of one input, images in [-1, 1]"

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 
 from gantk.errors import GantkError
 from gantk.kernels import native
+from gantk.kernels.native import ACTIVATIONS
 from gantk.kernels.runtime import HAS_TRITON, cuda_programs, dense, exporting, memory_format, next_pow2, use_triton
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
 
-ACTIVATIONS = {"none": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
 TILE = 4096  # elements per tile (fp32 registers of one program)
 MAX_CHANNEL_BLOCK = 32  # channels per channels_last tile
 

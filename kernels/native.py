@@ -19,27 +19,21 @@ from pathlib import Path
 
 import torch
 
+from gantk.runtime import cpu_flags
+
 log = logging.getLogger(__name__)
 SOURCES = tuple(Path(__file__).with_name(f) for f in ("simd.h", "tiles.c", "norm.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu99", "-shared", "-fPIC")
 _L, _I, _P, _F = ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_float
-ACTIVATION_CODES = {"none": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
-
-
-def _cpu_flags() -> str:
-    """The CPU's feature flags (what -march=native compiles for)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return platform.processor()
+# activation codes of the fused norms, shared by the C kernels (norm.c) and the Triton ones
+ACTIVATIONS = {"none": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
 
 
 def _build(cc: str) -> Path:
     """Compile the sources into the cache (atomically) unless they are there; the .so's path."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     text = [f.read_text() for f in SOURCES]
-    key = hashlib.sha256("\0".join([*text, cc, version, *FLAGS, platform.machine(), _cpu_flags()])
+    key = hashlib.sha256("\0".join([*text, cc, version, *FLAGS, platform.machine(), cpu_flags()])
                          .encode()).hexdigest()[:16]
     cache = Path(os.environ.get("GANTK_CACHE_DIR") or Path.home() / ".cache" / "gantk") / "native"
     lib = cache / f"gantk-{key}.so"
@@ -141,7 +135,7 @@ def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str
     y = torch.empty_like(x)
     mean, rstd = x.new_empty(n, c), x.new_empty(n, c)
     _run("gantk_in_fwd", x.data_ptr(), _ptr(weight), _ptr(bias), _ptr(residual), n, c, h * w, eps,
-         ACTIVATION_CODES[activation], slope, y.data_ptr(), mean.data_ptr(), rstd.data_ptr())
+         ACTIVATIONS[activation], slope, y.data_ptr(), mean.data_ptr(), rstd.data_ptr())
     return y, mean, rstd
 
 
@@ -152,5 +146,5 @@ def instance_norm_act_backward(dy, x, weight, bias, mean, rstd, activation: str,
     dx = torch.empty_like(x)
     sdz, sdzx = x.new_empty(n, c), x.new_empty(n, c)
     _run("gantk_in_bwd", dy.data_ptr(), x.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), rstd.data_ptr(),
-         n, c, h * w, ACTIVATION_CODES[activation], slope, dx.data_ptr(), sdz.data_ptr(), sdzx.data_ptr())
+         n, c, h * w, ACTIVATIONS[activation], slope, dx.data_ptr(), sdz.data_ptr(), sdzx.data_ptr())
     return dx, sdz, sdzx

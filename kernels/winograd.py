@@ -30,9 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gantk.kernels import native
-from gantk.kernels.patch import fold_reflect_pads, patch_norms
-from gantk.kernels.runtime import keep_freed_memory
-from gantk.kernels.shift_conv import FastConv2d, ShiftConv2d, fp32_conv, plain_stride1_conv, shift_applicable
+from gantk.kernels.shift_conv import FastConv2d, fp32_conv, plain_stride1_conv
 
 POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # finite interpolation points, in order of use; infinity is the last
 ONE = POINTS.index(1)  # A^T's column at point 1 is all ones
@@ -242,28 +240,3 @@ def winograd_applicable(m: nn.Module) -> bool:
     """A plain nn.Conv2d that Winograd computes here: 3x3 or 4x4, stride 1, undilated, ungrouped, equal
     zero padding."""
     return plain_stride1_conv(m) and m.kernel_size[0] in TILE
-
-
-def patch_winograd(model: nn.Module) -> int:
-    """The CPU convolution path, in place: every stride-1 conv with at most MAX_OUT output channels becomes
-    a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d, which also takes over a
-    ReflectionPad2d just before it (the pad's place gets an nn.Identity; Parameters and state-dict keys stay);
-    InstanceNorm + activation (+ residual) chains are fused (`patch_norms`, C kernels on CPU). Also keeps
-    freed memory in the process (`keep_freed_memory`). Returns how many convs were swapped."""
-    def with_pad(conv: nn.Module, pad: int) -> nn.Module | None:
-        if winograd_applicable(conv) and conv.padding == (0, 0) and not shift_applicable(conv):
-            return WinogradConv2d.from_conv(conv, reflect_pad=pad)
-        return None
-
-    swapped = fold_reflect_pads(model, with_pad)
-    for parent in model.modules():
-        for name, child in parent._modules.items():
-            new = (ShiftConv2d if shift_applicable(child) else WinogradConv2d if winograd_applicable(child)
-                   else None)
-            if new is not None:
-                parent._modules[name] = new.from_conv(child)
-                swapped += 1
-    if swapped:
-        patch_norms(model)
-        keep_freed_memory()
-    return swapped

@@ -18,7 +18,7 @@ $G export --name "$NAME" --format onnx,onnx-fp16,aoti,triton-repo --out "exports
 # Short speed + parity bench of the trained generator on this machine. AMP is left out here: bf16
 # autocast runs ~100x slower than fp32 on CPUs without AVX512-BF16/AMX (see benchmarks/results).
 $G bench --name "$NAME" --device cpu --sizes 128 --batches 1,4 --warmup 1 --repeats 5 \
-    --backends eager,channels_last,compile,winograd,aoti,ort-cpu,kernels,trt-fp32 --out "bench/$NAME"
+    --backends eager,channels_last,compile,winograd,aoti,ort-cpu,triton,trt-fp32 --out "bench/$NAME"
 echo
 echo "Done. Look at:"
 echo "  checkpoints/$NAME/web/index.html   sample grids during training"

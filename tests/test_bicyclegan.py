@@ -9,8 +9,8 @@ import torch.nn as nn
 from conftest import tiny_args
 from gantk.cli import main
 from gantk.errors import CheckpointError
-from gantk.models.bicyclegan import (BicycleGANConfig, BicycleGANModel, define_D, define_E, define_G, diversity,
-                                     encode, load_E, load_G)
+from gantk.models.bicyclegan import (BicycleGANConfig, BicycleGANModel, define_bicycle_D, define_bicycle_E,
+                                     define_bicycle_G, diversity, encode, load_E, load_G)
 from gantk.translate import translate_bicycle
 from test_pix2pix import n_params, translated
 from test_train import assert_same_weights, nets
@@ -60,7 +60,7 @@ def multi_patchgan_params(in_nc, ndf, n_layers, num_D):
 @pytest.mark.parametrize("netG,where_add,params", [
     ("unet_256", "all", 54_794_627), ("unet_256", "input", 54_417_795), ("unet_128", "all", 42_145_155)])
 def test_generator_layouts(netG, where_add, params):
-    g = define_G(3, 3, 8, 64, netG, where_add=where_add)
+    g = define_bicycle_G(3, 3, 8, 64, netG, where_add=where_add)
     downs = 8 if netG == "unet_256" else 7
     assert n_params(g) == params == unet_z_params(downs, 64, 8, 3, 3, where_add)
     sd = g.state_dict()
@@ -79,18 +79,18 @@ def test_generator_layouts(netG, where_add, params):
 
 
 def test_generator_variants_change_keys():
-    bilinear = define_G(3, 3, 8, 8, "unet_128", upsample="bilinear").state_dict()
+    bilinear = define_bicycle_G(3, 3, 8, 8, "unet_128", upsample="bilinear").state_dict()
     assert "model.up.3.weight" in bilinear and "model.up.1.weight" not in bilinear  # Upsample, pad, conv
-    batch = define_G(3, 3, 8, 8, "unet_128", norm="batch").state_dict()
+    batch = define_bicycle_G(3, 3, 8, 8, "unet_128", norm="batch").state_dict()
     assert "model.submodule.down.2.running_mean" in batch and "model.submodule.down.1.bias" in batch  # biases kept
-    dropout = define_G(3, 3, 8, 8, "unet_128", use_dropout=True)
+    dropout = define_bicycle_G(3, 3, 8, 8, "unet_128", use_dropout=True)
     assert sum(isinstance(m, nn.Dropout) for m in dropout.modules()) == 2  # deep levels below the innermost
-    assert set(dropout.state_dict()) == set(define_G(3, 3, 8, 8, "unet_128").state_dict())
+    assert set(dropout.state_dict()) == set(define_bicycle_G(3, 3, 8, 8, "unet_128").state_dict())
 
 
 @pytest.mark.parametrize("netE,n_blocks,params", [("resnet_256", 5, 2_590_032), ("resnet_128", 4, 1_344_080)])
 def test_encoder_layouts(netE, n_blocks, params):
-    e = define_E(3, 8, 64, netE)
+    e = define_bicycle_E(3, 8, 64, netE)
     assert n_params(e) == params == resnet_encoder_params(3, 64, 8, n_blocks)
     keys = list(e.state_dict())
     assert keys[:4] == ["fc.0.weight", "fc.0.bias", "fcVar.0.weight", "fcVar.0.bias"]  # the reference's order
@@ -100,11 +100,11 @@ def test_encoder_layouts(netE, n_blocks, params):
     with torch.no_grad():
         mu, logvar = e(torch.randn(2, 3, size, size))
     assert mu.shape == logvar.shape == (2, 8)
-    assert define_E(3, 8, 8, "conv_128")(torch.randn(1, 3, 128, 128))[0].shape == (1, 8)
+    assert define_bicycle_E(3, 8, 8, "conv_128")(torch.randn(1, 3, 128, 128))[0].shape == (1, 8)
 
 
 def test_multiscale_discriminator_layout():
-    d = define_D(3, 64, "basic_256_multi", num_Ds=2)
+    d = define_bicycle_D(3, 64, "basic_256_multi", num_Ds=2)
     assert n_params(d) == 3_458_978 == multi_patchgan_params(3, 64, 3, 2)
     sd = d.state_dict()
     assert len(sd) == 20 and {k.split(".")[0] for k in sd} == {"model_0", "model_1"}
@@ -112,7 +112,7 @@ def test_multiscale_discriminator_layout():
     with torch.no_grad():
         maps = d(torch.randn(1, 3, 256, 256))
     assert [m.shape[-1] for m in maps] == [30, 14]  # the second scale sees the image at half size
-    assert list(define_D(3, 8, "basic_128_multi", num_Ds=1).state_dict())[0] == "model.0.weight"
+    assert list(define_bicycle_D(3, 8, "basic_128_multi", num_Ds=1).state_dict())[0] == "model.0.weight"
 
 
 def test_reference_defaults():
@@ -131,7 +131,7 @@ def test_official_checkpoints_load(tmp_path, prefix):
     """Reference-layout G and E state dicts (DataParallel prefix or not) load with explicit options or with
     none (read off the shapes), and reproduce the originals' outputs."""
     torch.manual_seed(0)
-    g, e = define_G(1, 3, 8, 8, "unet_128"), define_E(3, 8, 8, "resnet_128")
+    g, e = define_bicycle_G(1, 3, 8, 8, "unet_128"), define_bicycle_E(3, 8, 8, "resnet_128")
     torch.save({prefix + k: v for k, v in g.state_dict().items()}, tmp_path / "latest_net_G.pth")
     torch.save({prefix + k: v for k, v in e.state_dict().items()}, tmp_path / "latest_net_E.pth")
     x, b, z = torch.randn(1, 1, 128, 128), torch.randn(1, 3, 128, 128), torch.randn(1, 8)
@@ -147,7 +147,7 @@ def test_official_checkpoints_load(tmp_path, prefix):
 
 
 def test_encode_resizes_to_the_encoder_size():
-    e = define_E(3, 8, 8, "resnet_128").eval()
+    e = define_bicycle_E(3, 8, 8, "resnet_128").eval()
     b = torch.rand(1, 3, 256, 256) * 2 - 1
     small = nn.functional.interpolate(b, size=(128, 128), mode="bilinear", antialias=True, align_corners=False)
     with torch.no_grad():

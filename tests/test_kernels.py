@@ -20,10 +20,11 @@ import torch.nn.functional as F
 pytest.importorskip("triton")
 import gantk.kernels.instance_norm as ina  # noqa: E402
 from gantk.errors import GantkError  # noqa: E402
-from gantk.kernels import (ACTIVATIONS, FusedResidualBlock, FusedResnetBlock, InstanceNormAct,  # noqa: E402
-                           ReflectPadConv2d, fused_modules, instance_norm_act, patch, reflect_pad_conv2d, use_triton)
+from gantk.acceleration import FusedResidualBlock, FusedResnetBlock, fused_modules, patch  # noqa: E402
+from gantk.kernels import (ACTIVATIONS, InstanceNormAct, ReflectPadConv2d, instance_norm_act,  # noqa: E402
+                           reflect_pad_conv2d, use_triton)
 from gantk.models import define_G  # noqa: E402
-from gantk.models.style import TransformerNet  # noqa: E402
+from gantk.nn.transformer import TransformerNet  # noqa: E402
 from conftest import load_benchmark_script  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -354,7 +355,7 @@ def test_onnx_export_of_patched_generator_is_the_standard_graph(tmp_path):
     x = torch.rand(2, 3, 40, 36) * 2 - 1
     with torch.no_grad():
         want = ref(x).numpy()
-    got = OrtRunner(tmp_path / "patched.onnx").run({"input": x.numpy()})
+    got = OrtRunner(tmp_path / "patched.onnx")(x)
     assert abs(got - want).max() < 1e-4
 
 

@@ -11,7 +11,8 @@ from conftest import cli_flags
 from gantk.cli import main
 from gantk.data.sample import DIGITS_TRAIN, build_digits
 from gantk.errors import DataError
-from gantk.models.mnist_gan import load_mnist, mlp_discriminator, mlp_generator, read_idx
+from gantk.data.mnist import load_mnist, read_idx
+from gantk.nn.mlp import mlp_discriminator, mlp_generator
 
 pytest.importorskip("sklearn")
 

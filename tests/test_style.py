@@ -1,6 +1,9 @@
 """Given content/style images and a VGG19, gantk stylises them by optimisation (Gatys) or trains and runs
 a feed-forward network (Johnson). A seeded random VGG19 (the `random` test switch) stands in for the
 pretrained weights, so these tests check the mechanics, not the look."""
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +11,9 @@ from PIL import Image
 
 from conftest import cli_flags
 from gantk.cli import main
-from gantk.models.style import TransformerNet, load_transformer
+from gantk.io import load_image, pil_to_tensor
+from gantk.models.style import load_transformer
+from gantk.nn.transformer import TransformerNet
 from gantk.nn.vgg import LAYERS, VGG19, VGG19_URL, content_loss, gram_matrix, load_vgg19, style_loss
 from gantk.stylize import gatys
 
@@ -201,6 +206,16 @@ def test_fast_style_trains_resumes_exactly_and_keeps_odd_sizes(sample_data, tmp_
     assert main(["stylize", "--model", str(tmp_path / "straight" / "latest_net_G.pth"), "--content",
                  str(tmp_path / "odd.png"), "--out", str(out)]) == 0
     assert Image.open(out).size == (47, 33)
+    # `gantk translate --name` reaches a fast_style experiment through the one loader (family and architecture
+    # from the experiment's records) and draws what the network draws
+    photo, res = sample_data["unaligned"] / "testA" / "000.png", tmp_path / "translated"
+    assert main(["translate", "--name", "straight", "--checkpoints_dir", str(tmp_path), "--input", str(photo),
+                 "--output", str(res)]) == 0
+    assert json.loads((res / "translate.json").read_text())["model"] == "fast_style"
+    with torch.no_grad():
+        want = ((net(pil_to_tensor(load_image(photo))[None])[0].clamp(-1, 1) + 1) * 127.5).round()
+    got = torch.from_numpy(np.asarray(Image.open(res / "images" / "000_fake.png")).copy()).permute(2, 0, 1).float()
+    assert (got - want).abs().max() <= 1
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from gantk.kernels import native
 from gantk.kernels.shift_conv import ShiftConv2d
-from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices, patch_winograd, transform_weight,
+from gantk.acceleration import patch_winograd
+from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices, transform_weight,
                                     winograd_conv2d)
 from gantk.models import define_G
 
@@ -206,7 +207,8 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     assert len(winograd) == 12 and all(m.padding_mode == "reflect" and m.padding == (1, 1) for m in winograd)
     assert sum(type(m) is nn.ReflectionPad2d for m in net.modules()) == 2
     assert sum(type(m) is nn.Identity for m in net.modules()) == 12 + 11  # the pads and the ReLUs after a norm
-    from gantk.kernels import FusedResnetBlock, InstanceNormAct
+    from gantk.acceleration import FusedResnetBlock
+    from gantk.kernels import InstanceNormAct
     assert sum(isinstance(m, InstanceNormAct) for m in net.modules()) == 17  # 5 + 2 per block, fused (patch_norms)
     assert sum(isinstance(m, FusedResnetBlock) for m in net.modules()) == 6
     assert [i for i, m in enumerate(net.model) if isinstance(m, ShiftConv2d)] == [1, len(net.model) - 2]
@@ -215,7 +217,7 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     with torch.no_grad():
         assert (net(x) - ref(x)).abs().max() < 1e-4
     assert patch_winograd(define_G(3, 3, 4, "unet_128", norm="batch")) == 0
-    from gantk.models.base import apply_kernels
+    from gantk.acceleration import apply_kernels
     with caplog.at_level("WARNING", logger="gantk.train"):
         apply_kernels(define_G(3, 3, 4, "unet_128", norm="batch"), "winograd")
     assert "UnetGenerator has no stride-1 3x3 or 4x4 convolution" in caplog.text
@@ -242,7 +244,7 @@ def test_patch_swaps_the_patchgan_stride1_convs():
 def test_patch_swaps_the_transformer_net_convs():
     """fast_style's TransformerNet: 10 residual + 2 upsampling 3x3 stride-1 convs (Winograd) and the last 9x9
     to RGB (GEMM+shift); odd sizes kept."""
-    from gantk.models.style import TransformerNet
+    from gantk.nn.transformer import TransformerNet
     torch.manual_seed(0)
     ref = TransformerNet().eval()
     net = copy.deepcopy(ref)

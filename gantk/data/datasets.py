@@ -37,7 +37,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, cfg, phase: str = "train", train: bool = True):
         self.cfg, self.phase, self.train = cfg, phase, train
         self.epoch = 0
-        self.btoa = cfg.direction == "BtoA"
+
+    @property
+    def btoa(self) -> bool:
+        return self.cfg.direction == "BtoA"
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -145,6 +148,9 @@ class SingleDataset(ImageFolderDataset):
 
 
 DATASETS = {"unaligned": UnalignedDataset, "aligned": AlignedDataset, "single": SingleDataset}
+DATASET_MODES = tuple(DATASETS)
+DIRECTIONS = ("AtoB", "BtoA")
+BAD_IMAGES = ("fail", "skip")
 
 
 def make_dataset(cfg, phase: str = "train", train: bool = True) -> ImageFolderDataset:

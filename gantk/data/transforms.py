@@ -7,6 +7,9 @@ from PIL import Image
 from gantk.io import pil_to_tensor
 
 
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+
+
 def get_params(preprocess: str, load_size: int, crop_size: int, size: tuple[int, int],
                gen: torch.Generator) -> dict:
     """Random crop position and flip for an image of `size` (w, h), shared by the A and B of a pair."""

@@ -2,28 +2,21 @@
 every family shares: device, AMP, channels_last, torch.compile, DDP, LR schedules, state dicts."""
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 
 import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
 
 from gantk.checkpoints import load_state_dict_checked
-from gantk.config import KERNELS, TrainConfig
+from gantk.acceleration import Precision, apply_kernels
+from gantk.config import TrainConfig, require_positive
 from gantk.data import make_dataset
 from gantk.errors import GantkError
-from gantk.models.networks import UNET_DOWNS, size_multiple
+from gantk.nn.generators import UNET_DOWNS, size_multiple
 
 log = logging.getLogger("gantk.train")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks this process's GPU under torchrun (LOCAL_RANK), else cuda:0, else CPU."""
-    if name == "auto":
-        name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+GENERATOR, ENCODER, DISCRIMINATOR = "generator", "encoder", "discriminator"
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -43,79 +36,28 @@ def make_scheduler(optimizer, cfg: TrainConfig):
     return lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.n_epochs, eta_min=0)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN has fast bf16 kernels on this CPU (AVX512-BF16 or AMX); without them CPU AMP is very slow."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN: ask the CPU
-        try:
-            flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-        except (OSError, StopIteration):
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def apply_kernels(net: nn.Module, kernels: str = "none", warn: bool = True) -> nn.Module:
-    """--kernels: swap `net`'s fusable chains for gantk.kernels' fused ops (triton) or its stride-1 3x3/4x4
-    convolutions for Winograd ones (winograd), in place; none: leave it. `warn`: say so when winograd finds
-    nothing."""
-    if kernels == "none":
-        return net
-    if kernels == "winograd":
-        from gantk.kernels.winograd import patch_winograd
-        if not patch_winograd(net) and warn:
-            log.warning("--kernels winograd: %s has no stride-1 3x3 or 4x4 convolution (U-Nets and MLPs have none); "
-                        "it runs unchanged", type(net).__name__)
-        elif warn and any(p.is_cuda for p in net.parameters()):
-            log.warning("--kernels winograd is the CPU speed path; on CUDA, cuDNN's own convolutions are faster")
-        return net
-    if kernels != "triton":
-        raise GantkError(f"--kernels {kernels!r}: expected one of {', '.join(KERNELS)}")
-    from gantk.kernels import HAS_TRITON, patch
-    if not HAS_TRITON:
-        log.warning("--kernels triton: the triton package is missing (pip install 'gantk[gpu]'); "
-                    "the fused modules run torch ops")
-    return patch(net)
-
-
-class Precision:
-    """Autocast + GradScaler in one place: bf16 on CPU, fp16 with loss scaling (or bf16) on CUDA."""
-
-    def __init__(self, cfg: TrainConfig, device: torch.device):
-        self.enabled = cfg.amp
-        self.device_type = device.type
-        dtype = cfg.amp_dtype
-        if dtype == "auto":
-            dtype = "fp16" if device.type == "cuda" else "bf16"
-        self.dtype = torch.float16 if dtype == "fp16" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and self.dtype == torch.float16)
-        if self.enabled and device.type == "cpu" and self.dtype == torch.bfloat16 and not cpu_has_bf16():
-            log.warning("--amp on a CPU without AVX512-BF16/AMX: bf16 convolutions run far slower than fp32 "
-                        "here (see benchmarks/results/train_step_cpu.md); leave --amp off on this machine")
-
-    def autocast(self):
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
-
-    def step(self, optimizer) -> None:
-        self.scaler.step(optimizer)
-
-    def update(self) -> None:
-        self.scaler.update()
-
-
 class BaseModel:
     """A model family: networks by name, one training step, losses and visuals by name."""
 
     Config = TrainConfig
-    net_names: tuple[str, ...] = ()      # networks saved in checkpoints
-    train_net_names: tuple[str, ...] = ()  # networks used only in training (discriminators)
+    # every network's role: GENERATOR or ENCODER (saved with an architecture sidecar, run at inference) or
+    # DISCRIMINATOR (training only); the losses of the discriminators' steps (left out of the plateau metric)
+    roles: dict[str, str] = {}
+    d_loss_names: tuple[str, ...] = ()
     loss_names: tuple[str, ...] = ()
     visual_rows: tuple[tuple[str, ...], ...] = ()  # how sample grids lay out the visuals
+
+    @property
+    def arch_nets(self) -> list[str]:
+        """The networks whose architecture is saved beside them (generators and encoders)."""
+        return [n for n in self.nets if self.roles.get(n) in (GENERATOR, ENCODER)]
+
+    @property
+    def discriminators(self) -> list[str]:
+        return [n for n in self.nets if self.roles.get(n) == DISCRIMINATOR]
+
+    def net_arch(self, name: str) -> dict:
+        return dict(getattr(self.nets[name], "arch", {}))
 
     @property
     def visual_names(self) -> tuple[str, ...]:
@@ -125,7 +67,7 @@ class BaseModel:
         self.cfg = cfg
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
-        self.precision = Precision(cfg, self.device)
+        self.precision = Precision(cfg.amp, cfg.amp_dtype, self.device)
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.fwd: dict[str, nn.Module] = {}     # what training calls: compiled and/or DDP-wrapped
@@ -135,7 +77,8 @@ class BaseModel:
     # --- hooks the engine calls before building the model ---
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
-        """Reject option combinations this family cannot train (one-line GantkError)."""
+        """Reject option combinations this family cannot train (one-line GantkError); here: the image GANs'."""
+        require_positive(cfg, "crop_size", "load_size", "ngf", "ndf")
         m = size_multiple(cfg.netG)
         if cfg.netG in UNET_DOWNS and "crop" in cfg.preprocess and cfg.crop_size % m:
             raise GantkError(f"--netG {cfg.netG} needs --crop_size divisible by {m}, got {cfg.crop_size}")
@@ -162,7 +105,7 @@ class BaseModel:
                         "winograd changes nothing; use one or the other (on CPU, winograd alone is faster)")
         for name, net in self.nets.items():
             net.to(self.device, memory_format=fmt)
-            apply_kernels(net, self.cfg.kernels, warn=not name.startswith("D"))
+            apply_kernels(net, self.cfg.kernels, warn=self.roles[name] != DISCRIMINATOR)
             core = torch.compile(net) if self.cfg.compile else net
             self.frozen[name] = core
             if self.world_size > 1 and any(p.requires_grad for p in net.parameters()):

@@ -12,13 +12,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gantk.checkpoints import generator_state, load_state_dict_checked, read_checkpoint
-from gantk.config import TrainConfig, opt
+from gantk.config import DATASET_MODES, INIT_TYPES, NORMS, GANOptions, TrainConfig, opt
 from gantk.errors import GantkError
-from gantk.models.base import BaseModel
-from gantk.models.networks import UNET_DOWNS
+from gantk.models.base import DISCRIMINATOR, ENCODER, GENERATOR, BaseModel
+from gantk.models.networks import arch_options
+from gantk.nn.generators import UNET_DOWNS
 from gantk.nn import GANLoss, NLayerDiscriminator, get_norm_layer, init_weights, set_requires_grad
-from gantk.nn.bicycle import DNLayersMulti, EResNet, ENLayers, GUnetAddAll, GUnetAddInput, get_nl_layer
+from gantk.nn.bicycle import (NONLINEARITIES, UPSAMPLES, DNLayersMulti, EResNet, ENLayers, GUnetAddAll, GUnetAddInput,
+                              get_nl_layer)
 
 log = logging.getLogger("gantk.bicyclegan")
 
@@ -37,9 +38,9 @@ def encoder_size(netE: str) -> int:
     return int(netE.split("_")[1])
 
 
-def define_G(input_nc: int, output_nc: int, nz: int, ngf: int, netG: str = "unet_256", norm: str = "instance",
-             nl: str = "relu", use_dropout: bool = False, where_add: str = "all", upsample: str = "basic",
-             init_type: str = "xavier", init_gain: float = 0.02) -> nn.Module:
+def define_bicycle_G(input_nc: int, output_nc: int, nz: int, ngf: int, netG: str = "unet_256",
+                     norm: str = "instance", nl: str = "relu", use_dropout: bool = False, where_add: str = "all",
+                     upsample: str = "basic", init_type: str = "xavier", init_gain: float = 0.02) -> nn.Module:
     """G(x, z): a U-Net that takes z (N, nz) at the input ('input') or at every down block ('all')."""
     if netG not in UNET_DOWNS:
         raise GantkError(f"--netG {netG!r}: expected one of {', '.join(UNET_DOWNS)}")
@@ -47,13 +48,15 @@ def define_G(input_nc: int, output_nc: int, nz: int, ngf: int, netG: str = "unet
         raise GantkError(f"--where_add {where_add!r}: expected one of {', '.join(WHERE_ADD)}")
     cls = GUnetAddAll if where_add == "all" and nz > 0 else GUnetAddInput
     net = cls(input_nc, output_nc, nz, UNET_DOWNS[netG], ngf, _norm(norm), get_nl_layer(nl), use_dropout, upsample)
-    net.arch = dict(family="bicyclegan", input_nc=input_nc, output_nc=output_nc, nz=nz, ngf=ngf, netG=netG,
+    net.arch = dict(input_nc=input_nc, output_nc=output_nc, nz=nz, ngf=ngf, netG=netG,
                     norm=norm, nl=nl, use_dropout=use_dropout, where_add=where_add, upsample=upsample)
+    net.family = "bicyclegan"
     return init_weights(net, init_type, init_gain)
 
 
-def define_E(input_nc: int, output_nc: int, nef: int, netE: str = "resnet_256", norm: str = "instance",
-             nl: str = "lrelu", vaeLike: bool = True, init_type: str = "xavier", init_gain: float = 0.02) -> nn.Module:
+def define_bicycle_E(input_nc: int, output_nc: int, nef: int, netE: str = "resnet_256",
+                     norm: str = "instance", nl: str = "lrelu", vaeLike: bool = True, init_type: str = "xavier",
+                     init_gain: float = 0.02) -> nn.Module:
     """E(B) -> (mu, logvar) of output_nc (= nz) values each when vaeLike, else mu; B is netE's size.
     (The reference builds E with 'lrelu' whatever its `nl` option says; so does training here.)"""
     if netE not in NETE:
@@ -64,8 +67,8 @@ def define_E(input_nc: int, output_nc: int, nef: int, netE: str = "resnet_256", 
     return init_weights(net, init_type, init_gain)
 
 
-def define_D(input_nc: int, ndf: int, netD: str = "basic_256_multi", norm: str = "instance", nl: str = "lrelu",
-             num_Ds: int = 2, init_type: str = "xavier", init_gain: float = 0.02) -> nn.Module:
+def define_bicycle_D(input_nc: int, ndf: int, netD: str = "basic_256_multi", norm: str = "instance",
+                     nl: str = "lrelu", num_Ds: int = 2, init_type: str = "xavier", init_gain: float = 0.02) -> nn.Module:
     """PatchGAN(s): 'basic_128/256' (2/3 layers), or '*_multi' with num_Ds scales (a list of maps).
     Discriminators always use LeakyReLU(0.2), whatever `nl` says, as in the reference."""
     if netD not in NETD:
@@ -118,50 +121,34 @@ def describe_E(sd: dict) -> dict:
     return guess
 
 
-G_DEFAULTS = dict(input_nc=3, output_nc=3, nz=8, ngf=64, netG="unet_256", norm="instance", nl="relu",
-                  use_dropout=False, where_add="all", upsample="basic")
-E_DEFAULTS = dict(input_nc=3, nz=8, nef=64, netE="resnet_256", norm="instance")
+G_ARCH = ("input_nc", "output_nc", "nz", "ngf", "netG", "norm", "nl", "use_dropout", "where_add", "upsample")
 
 
-def g_options(cfg: dict) -> dict:
-    """define_G arguments from the options saved with a gantk run (train_opt.json or a training state)."""
-    out = {k: cfg[k] for k in G_DEFAULTS if k in cfg}
-    if "no_dropout" in cfg:
-        out["use_dropout"] = not cfg["no_dropout"]
-    return out
+def g_options(options: dict, which: str = "G") -> dict:
+    """define_bicycle_G arguments (G) or build_E ones (E, which encodes B images: output_nc channels) among
+    training options (CLI names; only those present)."""
+    if which == "E":
+        out = arch_options(options, ("nz", "nef", "netE", "norm"))
+        return {**out, "input_nc": options["output_nc"]} if "output_nc" in options else out
+    return arch_options(options, G_ARCH)
 
 
-def e_options(cfg: dict) -> dict:
-    """define_E arguments from saved options (E encodes B images: output_nc channels)."""
-    out = {k: cfg[k] for k in E_DEFAULTS if k in cfg and k != "input_nc"}
-    if "output_nc" in cfg:
-        out["input_nc"] = cfg["output_nc"]
-    return out
+def load_G(path: str | Path, **arch) -> nn.Module:
+    """G(x, z) in eval mode from an official `*_net_G.pth` or a gantk checkpoint (`load_generator`, model
+    bicyclegan: options from the file's shapes or its saved ones; `arch` overrides)."""
+    from gantk.models.loading import load_generator
+    return load_generator(path, model="bicyclegan", **arch)
 
 
-def _load(path, which: str, define, describe, defaults: dict, options, arch: dict, ckpt, saved) -> nn.Module:
-    """Build with (reference defaults < `saved` options < those saved in the file < what the file's shapes
-    say < explicit arch), then load strictly. `ckpt`: the file's content when the caller has read it."""
-    sd, in_file = generator_state(read_checkpoint(path) if ckpt is None else ckpt, which, str(path))
-    guess = describe(sd)
-    net = define(**{**defaults, **options({**(saved or {}), **in_file}), **guess,
-                    **{k: v for k, v in arch.items() if v is not None}})
-    hint = "; the file looks like " + " ".join(f"--{k} {v}" for k, v in guess.items()) if guess else ""
-    load_state_dict_checked(net, sd, str(path), hint)
-    return net.eval()
+def load_E(path: str | Path, **arch) -> nn.Module:
+    """E(B) -> (mu, logvar) in eval mode from an official `*_net_E.pth` or a gantk checkpoint (as load_G)."""
+    from gantk.models.loading import load_generator
+    return load_generator(path, model="bicyclegan", which="E", **arch)
 
 
-def load_G(path: str | Path, ckpt: dict | None = None, saved: dict | None = None, **arch) -> nn.Module:
-    """G(x, z) in eval mode from an official `*_net_G.pth` or a gantk checkpoint. Options default to the
-    reference's, then `saved` (an experiment's train_opt.json), the ones saved with a gantk training
-    state, and what the file's shapes say; `arch` overrides."""
-    return _load(path, "G", define_G, describe_G, G_DEFAULTS, g_options, arch, ckpt, saved)
-
-
-def load_E(path: str | Path, ckpt: dict | None = None, saved: dict | None = None, **arch) -> nn.Module:
-    """E(B) -> (mu, logvar) in eval mode from an official `*_net_E.pth` or a gantk checkpoint (options as load_G)."""
-    make = lambda nz, **kw: define_E(output_nc=nz, **kw)
-    return _load(path, "E", make, describe_E, E_DEFAULTS, e_options, arch, ckpt, saved)
+def build_E(nz: int = 8, **arch) -> nn.Module:
+    """define_bicycle_E from an encoder's `arch` (nz: the length of the code it returns)."""
+    return define_bicycle_E(output_nc=nz, **arch)
 
 
 # --- sampling ---
@@ -184,10 +171,9 @@ def diversity(samples: list[torch.Tensor]) -> float:
 
 # --- training ---
 @dataclass
-class BicycleGANConfig(TrainConfig):
+class BicycleGANConfig(GANOptions, TrainConfig):
     MODEL = "bicyclegan"
-    dataset_mode: str = opt("aligned", "how the data set is laid out (BicycleGAN: A|B pairs)",
-                            ("unaligned", "aligned", "single"))
+    dataset_mode: str = opt("aligned", "how the data set is laid out (BicycleGAN: A|B pairs)", DATASET_MODES)
     batch_size: int = opt(2, "input batch size, even: half for the encoded branch, half for random z")
     netG: str = opt("unet_256", "generator architecture", tuple(UNET_DOWNS))
     netD: str = opt("basic_256_multi", "discriminator of the encoded branch", tuple(NETD))
@@ -196,14 +182,14 @@ class BicycleGANConfig(TrainConfig):
     nef: int = opt(64, "encoder filters in the first conv layer")
     nz: int = opt(8, "length of the latent code z")
     num_Ds: int = opt(2, "scales of the multi-scale discriminators")
-    norm: str = opt("instance", "normalisation layer", ("instance", "batch", "none"))
-    nl: str = opt("relu", "non-linearity of the generator's up path", ("relu", "lrelu", "elu"))
-    upsample: str = opt("basic", "generator upsampling: transposed conv or bilinear + conv", ("basic", "bilinear"))
+    norm: str = opt("instance", "normalisation layer", NORMS)
+    nl: str = opt("relu", "non-linearity of the generator's up path", tuple(NONLINEARITIES))
+    upsample: str = opt("basic", "generator upsampling: transposed conv or bilinear + conv", UPSAMPLES)
     where_add: str = opt("all", "where z enters G: the input only, or every down block", WHERE_ADD)
     no_dropout: bool = opt(True, "no dropout in the generator (BicycleGAN default)", off="use_dropout")
     conditional_D: bool = opt(False, "discriminators see cat(A, B) instead of B")
     use_same_D: bool = opt(False, "one discriminator for both branches")
-    init_type: str = opt("xavier", "weight initialisation", ("normal", "xavier", "kaiming", "orthogonal"))
+    init_type: str = opt("xavier", "weight initialisation", INIT_TYPES)
     lambda_L1: float = opt(10.0, "weight of |B - G(A, E(B))|")
     lambda_GAN: float = opt(1.0, "weight of the GAN loss of the encoded branch D(G(A, E(B)))")
     lambda_GAN2: float = opt(1.0, "weight of the GAN loss of the random branch D2(G(A, z))")
@@ -217,7 +203,8 @@ class BicycleGANModel(BaseModel):
     """Each batch splits in halves: (A1, B1) train the encoded branch, B2 serves as real images for D2."""
 
     Config = BicycleGANConfig
-    net_names = ("G", "E", "D", "D2")
+    roles = {"G": GENERATOR, "E": ENCODER, "D": DISCRIMINATOR, "D2": DISCRIMINATOR}
+    d_loss_names = ("D", "D2")
     loss_names = ("G_GAN", "D", "G_GAN2", "D2", "G_L1", "z_L1", "kl")
     visual_rows = (("real_A_encoded", "real_B_encoded", "fake_B_random", "fake_B_encoded"),)
 
@@ -234,18 +221,17 @@ class BicycleGANModel(BaseModel):
     def __init__(self, cfg: BicycleGANConfig, device="cpu", rank=0, world_size=1):
         super().__init__(cfg, device, rank, world_size)
         c, init = cfg, dict(init_type=cfg.init_type, init_gain=cfg.init_gain)
-        self.nets = {"G": define_G(c.input_nc, c.output_nc, c.nz, c.ngf, c.netG, c.norm, c.nl, c.use_dropout,
+        self.nets = {"G": define_bicycle_G(c.input_nc, c.output_nc, c.nz, c.ngf, c.netG, c.norm, c.nl, c.use_dropout,
                                    c.where_add, c.upsample, **init),
-                     "E": define_E(c.output_nc, c.nz, c.nef, c.netE, c.norm, "lrelu", True, **init)}
+                     "E": define_bicycle_E(c.output_nc, c.nz, c.nef, c.netE, c.norm, "lrelu", True, **init)}
         d_nc = c.input_nc + c.output_nc if c.conditional_D else c.output_nc
         if c.lambda_GAN > 0 or (c.use_same_D and c.lambda_GAN2 > 0):
-            self.nets["D"] = define_D(d_nc, c.ndf, c.netD, c.norm, num_Ds=c.num_Ds, **init)
+            self.nets["D"] = define_bicycle_D(d_nc, c.ndf, c.netD, c.norm, num_Ds=c.num_Ds, **init)
         if c.lambda_GAN2 > 0 and not c.use_same_D:
-            self.nets["D2"] = define_D(d_nc, c.ndf, c.netD2, c.norm, num_Ds=c.num_Ds, **init)
-        self.D_names = [n for n in ("D", "D2") if n in self.nets]
+            self.nets["D2"] = define_bicycle_D(d_nc, c.ndf, c.netD2, c.norm, num_Ds=c.num_Ds, **init)
         self.optimizers = {"G": self.adam("G", "E")}  # one Adam over G and E == the reference's two
-        if self.D_names:
-            self.optimizers["D"] = self.adam(*self.D_names)
+        if self.discriminators:
+            self.optimizers["D"] = self.adam(*self.discriminators)
         self.criterionGAN = GANLoss(c.gan_mode).to(self.device)
         self.criterionL1 = nn.L1Loss()
         self.skipped = 0
@@ -310,7 +296,7 @@ class BicycleGANModel(BaseModel):
                             self.real_A.size(0), self.cfg.batch_size)
             self.losses = {}
             return
-        Ds = [self.nets[n] for n in self.D_names]
+        Ds = [self.nets[n] for n in self.discriminators]
         with self.precision.autocast():
             self.forward()
         set_requires_grad(Ds, False)

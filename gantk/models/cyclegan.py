@@ -5,15 +5,15 @@ from dataclasses import dataclass
 
 import torch
 
-from gantk.config import TrainConfig, opt
-from gantk.models.base import BaseModel
+from gantk.config import GANOptions, TrainConfig, opt
+from gantk.models.base import DISCRIMINATOR, GENERATOR, BaseModel
 from gantk.models.networks import define_D, define_G
 from gantk.nn import GANLoss, set_requires_grad
 from gantk.nn.pool import ImagePool
 
 
 @dataclass
-class CycleGANConfig(TrainConfig):
+class CycleGANConfig(GANOptions, TrainConfig):
     MODEL = "cyclegan"
     no_dropout: bool = opt(True, "no dropout in the generator (CycleGAN default)", off="dropout")
     lambda_A: float = opt(10.0, "weight of the cycle loss A -> B -> A")
@@ -26,7 +26,8 @@ class CycleGANModel(BaseModel):
     """G_A: A -> B, G_B: B -> A; D_A judges domain B, D_B judges domain A."""
 
     Config = CycleGANConfig
-    net_names = ("G_A", "G_B", "D_A", "D_B")
+    roles = {"G_A": GENERATOR, "G_B": GENERATOR, "D_A": DISCRIMINATOR, "D_B": DISCRIMINATOR}
+    d_loss_names = ("D_A", "D_B")
     loss_names = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
     visual_rows = (("real_A", "fake_B", "rec_A", "idt_B"), ("real_B", "fake_A", "rec_B", "idt_A"))
 

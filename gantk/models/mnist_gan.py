@@ -7,106 +7,17 @@ the tutorial's keys (0, 2, 4), so its G.ckpt/D.ckpt load. Data: MNIST IDX files,
 """
 from __future__ import annotations
 
-import gzip
 import math
-import struct
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn as nn
 
-from gantk.config import TrainConfig, opt, require_positive
-from gantk.errors import DataError
+from gantk.config import GAN_MODES, TrainConfig, opt, require_positive
+from gantk.data.mnist import MnistDataset
 from gantk.io import image_grid
-from gantk.models.base import BaseModel
+from gantk.models.base import DISCRIMINATOR, GENERATOR, BaseModel
 from gantk.nn import GANLoss, set_requires_grad
-
-SIDE = 28
-
-
-def mlp_generator(latent_dim: int = 64, hidden: int = 256) -> nn.Sequential:
-    """z (N, latent_dim) -> images (N, 1, 28, 28) in [-1, 1]."""
-    return nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, SIDE * SIDE), nn.Tanh(), nn.Unflatten(1, (1, SIDE, SIDE)))
-
-
-def mlp_discriminator(hidden: int = 256) -> nn.Sequential:
-    """Flattened images (N, 784) -> real/fake logits (N, 1)."""
-    return nn.Sequential(nn.Linear(SIDE * SIDE, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                         nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file of unsigned bytes (optionally .gz) as an array; a one-line DataError if damaged."""
-    try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot read ({e})") from None
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    if len(raw) - header != math.prod(dims):
-        raise DataError(f"{path}: IDX header says {'x'.join(map(str, dims))} = {math.prod(dims)} bytes of data, "
-                        f"the file has {len(raw) - header} (truncated or corrupt)")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
-
-
-def find_idx(root: Path, name: str, required: bool = True) -> Path | None:
-    """`name` or `name.gz` in `root` (or in torchvision's `root/MNIST/raw`)."""
-    for folder in (root, root / "MNIST" / "raw"):
-        for p in (folder / name, folder / f"{name}.gz"):
-            if p.is_file():
-                return p
-    if required:
-        raise DataError(f"{root / name}[.gz]: MNIST IDX file not found (`gantk data sample` builds a small offline set)")
-    return None
-
-
-def load_mnist(root: str | Path, phase: str = "train") -> tuple[np.ndarray, np.ndarray | None]:
-    """(images N x 28 x 28 uint8, labels N or None) from `<phase>-images-idx3-ubyte[.gz]` and
-    `<phase>-labels-idx1-ubyte[.gz]` (phase: train or t10k; labels are optional and only checked)."""
-    root = Path(root)
-    path = find_idx(root, f"{phase}-images-idx3-ubyte")
-    images = read_idx(path)
-    if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
-        raise DataError(f"{path}: expected N x {SIDE} x {SIDE} images, found shape {images.shape}")
-    labels = None
-    if label_path := find_idx(root, f"{phase}-labels-idx1-ubyte", required=False):
-        labels = read_idx(label_path)
-        if labels.shape != images.shape[:1]:
-            raise DataError(f"{label_path}: {labels.shape} labels for {len(images)} images")
-    return images, labels
-
-
-class MnistDataset(torch.utils.data.Dataset):
-    """MNIST images as 1x28x28 tensors in [-1, 1] (the tutorial's Normalize(0.5, 0.5))."""
-
-    def __init__(self, cfg, phase: str = "train"):
-        images, labels = load_mnist(cfg.dataroot, phase)
-        n = cfg.max_dataset_size or len(images)
-        self.images = torch.from_numpy(images[:n].copy())
-        self.labels = torch.from_numpy(labels[:n].astype(np.int64)) if labels is not None else None
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        item = {"A": self.images[i][None].float() / 127.5 - 1}
-        if self.labels is not None:
-            item["label"] = self.labels[i]
-        return item
-
+from gantk.nn.mlp import mlp_discriminator, mlp_generator
 
 @dataclass
 class MnistGANConfig(TrainConfig):
@@ -115,7 +26,7 @@ class MnistGANConfig(TrainConfig):
     latent_dim: int = opt(64, "length of the noise vector z")
     hidden_dim: int = opt(256, "width of the hidden layers of G and D")
     n_samples: int = opt(64, "fixed-noise samples in each sample grid")
-    gan_mode: str = opt("vanilla", "GAN objective (vanilla: BCE, as the tutorial)", ("lsgan", "vanilla", "wgangp"))
+    gan_mode: str = opt("vanilla", "GAN objective (vanilla: BCE, as the tutorial)", GAN_MODES)
     batch_size: int = opt(100, "input batch size (per process under torchrun)")
     beta1: float = opt(0.9, "Adam beta1 (the tutorial uses Adam's defaults)")
     n_epochs: int = opt(200, "epochs at the initial learning rate")
@@ -129,7 +40,8 @@ class MnistGANModel(BaseModel):
     """D step on real and fake digits, then a G step (D frozen) on fresh noise, as the tutorial."""
 
     Config = MnistGANConfig
-    net_names = ("G", "D")
+    roles = {"G": GENERATOR, "D": DISCRIMINATOR}
+    d_loss_names = ("D_real", "D_fake")
     loss_names = ("D_real", "D_fake", "G")
     visual_rows = (("samples",),)
 

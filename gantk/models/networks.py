@@ -6,16 +6,30 @@ import torch.nn as nn
 from gantk.errors import GantkError
 from gantk.nn import (NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator,
                       get_norm_layer, init_weights)
-
-RESNET_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}
-UNET_DOWNS = {"unet_128": 7, "unet_256": 8}
-NETG_NAMES = tuple(RESNET_BLOCKS) + tuple(UNET_DOWNS)
-NETD_NAMES = ("basic", "n_layers", "pixel")
+from gantk.nn.discriminators import NETD_NAMES
+from gantk.nn.generators import NETG_NAMES, RESNET_BLOCKS, UNET_DOWNS
 
 
-def size_multiple(netG: str) -> int:
-    """Input height/width must be a multiple of this for `netG` (4 for ResNet, 2**downs for U-Net)."""
-    return 2 ** UNET_DOWNS[netG] if netG in UNET_DOWNS else 4
+
+G_ARCH = ("input_nc", "output_nc", "ngf", "netG", "norm", "use_dropout")
+
+
+def arch_options(options: dict, keys: tuple[str, ...]) -> dict:
+    """The factory arguments `keys` among training options (CLI names; only those present): --no_dropout
+    gives use_dropout."""
+    out = {k: options[k] for k in keys if k in options and options[k] is not None}
+    if "use_dropout" in keys and options.get("no_dropout") is not None:
+        out["use_dropout"] = not options["no_dropout"]
+    return out
+
+
+def g_options(options: dict, which: str = "G") -> dict:
+    """define_G arguments among training options; CycleGAN's G_B maps domain B (output_nc) to A."""
+    out = arch_options(options, G_ARCH)
+    if which == "G_B":
+        swap = {"input_nc": "output_nc", "output_nc": "input_nc"}
+        out = {swap.get(k, k): v for k, v in out.items()}
+    return out
 
 
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "batch",

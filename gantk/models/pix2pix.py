@@ -5,21 +5,20 @@ from dataclasses import dataclass
 
 import torch
 
-from gantk.config import TrainConfig, opt
-from gantk.models.base import BaseModel
-from gantk.models.networks import NETG_NAMES, define_D, define_G
+from gantk.config import DATASET_MODES, GAN_MODES, NETG_NAMES, NORMS, GANOptions, TrainConfig, opt
+from gantk.models.base import DISCRIMINATOR, GENERATOR, BaseModel
+from gantk.models.networks import define_D, define_G
 from gantk.nn import GANLoss, set_requires_grad
 from gantk.nn.pool import ImagePool
 
 
 @dataclass
-class Pix2PixConfig(TrainConfig):
+class Pix2PixConfig(GANOptions, TrainConfig):
     MODEL = "pix2pix"
-    dataset_mode: str = opt("aligned", "how the data set is laid out (pix2pix: A|B pairs)",
-                            ("unaligned", "aligned", "single"))
+    dataset_mode: str = opt("aligned", "how the data set is laid out (pix2pix: A|B pairs)", DATASET_MODES)
     netG: str = opt("unet_256", "generator architecture", NETG_NAMES)
-    norm: str = opt("batch", "normalisation layer", ("instance", "batch", "none"))
-    gan_mode: str = opt("vanilla", "GAN objective", ("lsgan", "vanilla", "wgangp"))
+    norm: str = opt("batch", "normalisation layer", NORMS)
+    gan_mode: str = opt("vanilla", "GAN objective", GAN_MODES)
     lambda_L1: float = opt(100.0, "weight of the L1 loss |G(A) - B|")
     pool_size: int = opt(0, "image buffer size for the discriminator (0: no buffer, the pix2pix default)")
 
@@ -28,7 +27,8 @@ class Pix2PixModel(BaseModel):
     """G: A -> B; D judges (A, B) pairs, so it sees the input alongside the real or generated output."""
 
     Config = Pix2PixConfig
-    net_names = ("G", "D")
+    roles = {"G": GENERATOR, "D": DISCRIMINATOR}
+    d_loss_names = ("D_real", "D_fake")
     loss_names = ("G_GAN", "G_L1", "D_real", "D_fake")
     visual_rows = (("real_A", "fake_B", "real_B"),)
 

@@ -6,6 +6,9 @@ import torch.nn as nn
 from gantk.nn.layers import uses_bias
 
 
+NETD_NAMES = ("basic", "n_layers", "pixel")  # --netD names
+
+
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: n_layers stride-2 4x4 convs, one stride-1 conv, a 1-channel logit map (70x70 RF at n=3)."""
 

@@ -27,6 +27,18 @@ def _relu() -> nn.ReLU:
     return nn.ReLU()
 
 
+RESNET_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # --netG names of the generators: residual blocks
+UNET_DOWNS = {"unet_128": 7, "unet_256": 8}                # ... and U-Net down-sampling steps
+NETG_NAMES = tuple(RESNET_BLOCKS) + tuple(UNET_DOWNS)
+
+
+def size_multiple(netG: str) -> int:
+    """Input height/width must be a multiple of this for `netG` (4 for ResNet, 2**downs for U-Net)."""
+    return 2 ** UNET_DOWNS[netG] if netG in UNET_DOWNS else 4
+
+
+
+
 class ResnetBlock(nn.Module):
     """x + [pad, conv3, norm, relu, (dropout), pad, conv3, norm](x)."""
 

@@ -8,7 +8,8 @@ from torch.nn import init
 
 from gantk.errors import GantkError
 
-NORMS = ("batch", "instance", "none")
+NORMS = ("instance", "batch", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
 
 def get_norm_layer(norm: str = "instance"):
@@ -42,7 +43,7 @@ def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0
             elif init_type == "orthogonal":
                 init.orthogonal_(m.weight, gain=init_gain)
             else:
-                raise GantkError(f"--init_type {init_type!r}: expected normal, xavier, kaiming or orthogonal")
+                raise GantkError(f"--init_type {init_type!r}: expected one of {', '.join(INIT_TYPES)}")
             if getattr(m, "bias", None) is not None:
                 init.constant_(m.bias, 0.0)
         elif "BatchNorm2d" in name:
@@ -55,25 +56,3 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
     for net in nets if isinstance(nets, (list, tuple)) else [nets]:
         for p in net.parameters():
             p.requires_grad_(requires_grad)
-
-
-def has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-
-
-def prepare_for_inference(net: nn.Module, eval_mode: bool = True) -> nn.Module:
-    """Put `net` in its test-time mode and record the choice in `net.inference` (for translate/export).
-
-    eval_mode=True: eval() (BatchNorm running statistics, no dropout). False: what the reference test
-    script does without --eval (pix2pix): BatchNorm normalises with the statistics of the batch being
-    translated and dropout stays active; the running statistics are left untouched.
-    `net.inference["bn_mode"]` is "eval", "batch" or "none" (no BatchNorm layers).
-    """
-    net.train(not eval_mode)
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.track_running_stats = eval_mode  # off in train mode: batch statistics, buffers untouched
-    bn_mode = ("eval" if eval_mode else "batch") if has_batchnorm(net) else "none"
-    dropout = not eval_mode and any(isinstance(m, nn.Dropout) for m in net.modules())
-    net.inference = {"eval": eval_mode, "bn_mode": bn_mode, "dropout": dropout}
-    return net

@@ -13,8 +13,9 @@ from gantk.checkpoints import TRAIN_STATE_FORMAT, atomic_save, load_state_dict_c
 from gantk.config import TrainConfig, require_positive
 from gantk.data import EpochSampler
 from gantk.errors import GantkError
-from gantk.models import get_model_class
-from gantk.models.base import resolve_device
+from gantk.models.loading import write_sidecar
+from gantk.models.registry import get_model_class
+from gantk.runtime import resolve_device
 from gantk.train.distributed import barrier, init_distributed, shutdown
 from gantk.train.report import Reporter
 
@@ -28,15 +29,18 @@ def check_config(cfg: TrainConfig) -> None:
         raise GantkError("--dataroot is required: a folder in the reference layout (see `gantk data sample`)")
     if not Path(cfg.dataroot).is_dir():
         raise GantkError(f"--dataroot {cfg.dataroot}: no such folder")
-    require_positive(cfg, "batch_size", "crop_size", "load_size", "ngf", "ndf", "save_epoch_freq",
-                     "save_latest_freq", "print_freq", "display_freq")
+    require_positive(cfg, "batch_size", "save_epoch_freq", "save_latest_freq", "print_freq", "display_freq")
     get_model_class(cfg.model_name()).check_config(cfg)
 
 
 def save_nets(model, folder: Path, prefix: str) -> None:
-    """Reference-compatible `<prefix>_net_<name>.pth` state dicts, one per network."""
+    """Reference-compatible `<prefix>_net_<name>.pth` state dicts, one per network, and beside each generator
+    (and encoder) its `.json` sidecar: family and architecture, so that loading guesses nothing."""
+    family = model.cfg.model_name()
     for name, net in model.nets.items():
-        atomic_save(net.state_dict(), folder / f"{prefix}_net_{name}.pth")
+        path = atomic_save(net.state_dict(), folder / f"{prefix}_net_{name}.pth")
+        if name in model.arch_nets:
+            write_sidecar(path, family, name, model.net_arch(name))
 
 
 def save_state(model, cfg, folder: Path, epoch: int, epoch_iter: int, steps: int, total_iters: int) -> None:
@@ -46,7 +50,7 @@ def save_state(model, cfg, folder: Path, epoch: int, epoch_iter: int, steps: int
         rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {"format": TRAIN_STATE_FORMAT, "model": cfg.model_name(), "config": cfg.to_dict(),
              "epoch": epoch, "epoch_iter": epoch_iter, "steps": steps, "total_iters": total_iters,
-             "rng": rng, **model.state_dict()}
+             "rng": rng, "arch": {name: model.net_arch(name) for name in model.arch_nets}, **model.state_dict()}
     atomic_save(state, folder / LATEST)
     save_nets(model, folder, "latest")
 
@@ -122,7 +126,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
             prev, steps, epoch_iter = total_iters, steps + 1, epoch_iter + 1
             total_iters += images_per_step
             losses = model.current_losses()
-            g_loss_sum, n_steps = g_loss_sum + sum(v for k, v in losses.items() if not k.startswith("D")), n_steps + 1
+            g_loss_sum, n_steps = g_loss_sum + sum(v for k, v in losses.items() if k not in model.d_loss_names), n_steps + 1
             crossed = lambda freq: total_iters // freq > prev // freq
             if main:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:4]})

@@ -1,0 +1,145 @@
+"""The one generator loader: an experiment (--name/--epoch) or a file (--weights) -> (network, arch, family).
+
+gantk writes `<epoch>_net_<X>.json` next to each `<epoch>_net_<X>.pth` with the family and architecture, and
+keeps both in `latest_state.pt`, so nothing of its own is guessed. Reference files stay bare state dicts;
+for them (and older gantk experiments) the architecture comes, lowest first, from the family's defaults,
+the experiment's saved options (train_opt.json), what the file's keys and shapes say, then what the caller
+gives explicitly.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from gantk.checkpoints import TRAIN_STATE_FORMAT, describe_generator, generator_state, load_state_dict_checked, read_checkpoint
+from gantk.errors import GantkError
+from gantk.models.registry import Family, get_family
+
+SIDECAR_FORMAT = "gantk-net-v1"
+
+
+@dataclass
+class Loaded:
+    net: nn.Module          # eval mode
+    arch: dict              # the arguments its family builds it from
+    family: Family
+    path: Path
+    options: dict           # the experiment's saved training options ({} for a bare file)
+    state: bool = False     # read from a gantk training state (latest_state.pt), which holds every network
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def write_sidecar(path: str | Path, family: str, which: str, arch: dict) -> Path:
+    """`<epoch>_net_<X>.json` beside a saved network: which family's network it is, and its architecture
+    (written atomically, like the network)."""
+    side = sidecar_path(path)
+    tmp = side.with_name(f".{side.name}.tmp")
+    tmp.write_text(json.dumps({"format": SIDECAR_FORMAT, "family": family, "net": which, "arch": arch}, indent=1))
+    os.replace(tmp, side)
+    return side
+
+
+def read_sidecar(path: Path) -> dict:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise GantkError(f"{side}: not a readable gantk network description ({e})") from None
+    return meta if meta.get("format") == SIDECAR_FORMAT else {}
+
+
+def experiment_options(name: str | None, checkpoints_dir: str | Path) -> dict:
+    """The options saved with a gantk experiment (train_opt.json, with its family as "model"), or {}."""
+    f = Path(checkpoints_dir) / name / "train_opt.json" if name else None
+    return json.loads(f.read_text()) if f and f.is_file() else {}
+
+
+def experiment_file(name: str, checkpoints_dir: str | Path, epoch: str, which: str) -> Path:
+    """`<checkpoints_dir>/<name>/<epoch>_net_<which>.pth` (a lone `_net_G` file also serves for G_A)."""
+    folder = Path(checkpoints_dir) / name
+    path = folder / f"{epoch}_net_{which}.pth"
+    if not path.is_file() and which == "G_A" and (folder / f"{epoch}_net_G.pth").is_file():
+        return folder / f"{epoch}_net_G.pth"
+    return path
+
+
+def _family_of(model: str | None, side: dict, ckpt: dict, options: dict, sd: dict) -> Family:
+    """Explicit --model, else what gantk recorded, else a guess: BatchNorm generators are pix2pix's."""
+    name = model if model not in (None, "auto") else (
+        side.get("family") or ckpt.get("model") or options.get("model")
+        or ("pix2pix" if describe_generator(sd).get("norm") == "batch" else "cyclegan"))
+    return get_family(name)
+
+
+def load_file(path: str | Path, which: str | None = None, model: str | None = None, options: dict | None = None,
+              **given) -> Loaded:
+    """One network (a generator, or BicycleGAN's encoder with which="E") in eval mode from a gantk or
+    reference file. `options`: the experiment's saved training options; `given`: explicit architecture
+    arguments (CLI names like --no_dropout, or the factory's own like use_dropout; None = not given)."""
+    path, options = Path(path), options or {}
+    ckpt = read_checkpoint(path)
+    state = ckpt.get("format") == TRAIN_STATE_FORMAT
+    side = read_sidecar(path)
+    probe = which or side.get("net") or ("G" if not state or "G" in ckpt["nets"] else "G_A")
+    sd, in_state = generator_state(ckpt, probe, str(path))
+    family = _family_of(model, side, ckpt if state else {}, options, sd)
+    which = which or side.get("net") or (probe if state else family.generators[0])
+    kind = family.net_kind(which)
+    recorded = side.get("arch") or (ckpt.get("arch", {}).get(which) if state else None)
+    if recorded is not None:  # gantk's own: nothing to guess
+        arch = {**family.default_arch(which), **recorded}
+    else:
+        saved = {**options, **in_state}
+        guess = kind.describe(sd)
+        arch = {**family.default_arch(which), **kind.options(saved, which), **guess}
+    explicit = kind.options({k: v for k, v in given.items() if v is not None}, "G" if which != "E" else "E")
+    arch = {**arch, **explicit}
+    net = kind.build(**arch)
+    guess = kind.describe(sd)
+    hint = ""
+    if guess:
+        hint = "; the file looks like " + " ".join(f"--{k} {v}" for k, v in guess.items() if k != "use_dropout")
+        hint += " with dropout" if guess.get("use_dropout") else ""
+    load_state_dict_checked(net, sd, str(path), hint)
+    net.arch, net.family = arch, family.name
+    return Loaded(net.eval(), arch, family, path, options, state)
+
+
+def load(name: str | None = None, checkpoints_dir: str | Path = "./checkpoints", epoch: str = "latest",
+         direction: str = "AtoB", which: str | None = None, weights: str | Path | None = None,
+         model: str | None = None, **given) -> Loaded:
+    """The generator of an experiment (--name, --epoch, --direction or --which) or of a file (--weights)."""
+    options = experiment_options(name, checkpoints_dir)
+    if weights:
+        return load_file(weights, which, model, options, **given)
+    if not name:
+        raise GantkError("give --name (a trained experiment) or --weights (a generator file)")
+    family = get_family(model if model not in (None, "auto") else options.get("model", "cyclegan"))
+    which = which or family.generator_name(direction)
+    return load_file(experiment_file(name, checkpoints_dir, epoch, which), which, family.name, options, **given)
+
+
+def load_encoder(loaded: Loaded, encoder: str | Path | None = None, **given) -> nn.Module | None:
+    """The encoder beside a loaded generator (BicycleGAN's E): --encoder, else the same training state, else
+    the `<epoch>_net_E.pth` next to the `_net_G` file; None when there is none (or the family has none)."""
+    if loaded.family.encoder is None:
+        return None
+    path = Path(encoder) if encoder else loaded.path if loaded.state else \
+        loaded.path.with_name(loaded.path.name.replace("_net_G", "_net_E"))
+    if not encoder and (path == loaded.path and not loaded.state or not path.is_file()):
+        return None
+    return load_file(path, "E", loaded.family.name, loaded.options, **given).net
+
+
+def load_generator(path: str | Path, which: str | None = None, model: str | None = None, **arch) -> nn.Module:
+    """A network in eval mode from an official `*_net_G*.pth` or a gantk file (see `load_file`)."""
+    return load_file(path, which, model, **arch).net
