@@ -106,12 +106,13 @@ generator_source = _with([
               help="data set: translates <dataroot>/<phase>A (or B), or the A|B pairs in <dataroot>/<phase>/")
 @click.option("--phase", default="test", show_default=True)
 @click.option("--input", "input_path", type=click.Path(), help="an image file or a folder of images")
-@click.option("--output", type=click.Path(file_okay=False), help="default: ./results/<name>/test_<epoch>")
+@click.option("--output", type=click.Path(), help="output folder (default: ./results/<name>/test_<epoch>)")
 @click.option("--preprocess", type=click.Choice(PREPROCESS),
               default="none", show_default=True, help="none keeps full resolution (rounded to the net's multiple)")
 @click.option("--load_size", type=int, default=256, show_default=True)
 @click.option("--crop_size", type=int, default=256, show_default=True)
-@click.option("--num_test", type=int, default=50, show_default=True, help="translate at most this many images")
+@click.option("--num_test", type=int, default=50, show_default=True, help="translate at most this many images "
+              "(-1: all)")
 @click.option("--tile", type=int, default=0, help="translate in tiles of this many px (0: whole image)")
 @click.option("--tile_overlap", type=int, default=32, show_default=True, help="overlap between tiles, px")
 @click.option("--tile_stats_size", type=int, default=1024, show_default=True,

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from gantk.errors import GantkError
-from gantk.io import is_image_file, save_image
+from gantk.io import check_writable, is_image_file, save_image
 from gantk.runtime import resolve_device
 from gantk.data.photos import load_batch
 from gantk.models.style import load_transformer
@@ -129,6 +129,7 @@ def run_stylize(content: str, out: str, style: str | None = None, model: str | N
     out = Path(out)
     if not is_image_file(out):
         raise GantkError(f"--out {out}: give an image file name (.png, .jpg, ...)")
+    check_writable(out, "--out")
     if bool(style) == bool(model):
         raise GantkError("give --style S.jpg (optimise the image) or --model CKPT (a trained fast_style network), not both")
     for name, v in (("--size", size), ("--style-size", style_size), ("--save-every", save_every)):

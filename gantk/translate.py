@@ -2,19 +2,26 @@
 BicycleGAN: several outputs per input (encoded style and random z) with a diversity figure."""
 from __future__ import annotations
 
-import html
-import json
-import math
-from pathlib import Path
-
 import contextlib
+import html
+import itertools
+import json
+import logging
+import math
+import os
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from gantk.errors import GantkError
-from gantk.io import save_image
+from gantk.io import check_writable, save_image
+
+log = logging.getLogger("gantk.translate")
 
 
 def blend_window(size: int, overlap: int) -> torch.Tensor:
@@ -95,34 +102,61 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int, overlap: int = 32,
         return whole.float() if whole is not None else _tiled(net, x, tile, overlap, multiple)
 
 
+def tile_size(tile: int, overlap: int, multiple: int = 1) -> int:
+    """--tile rounded down to `multiple`; a GantkError unless that is larger than --tile_overlap."""
+    size = tile // multiple * multiple
+    if size <= overlap:
+        rounded = f" (rounded down to a multiple of {multiple}: {size})" if size != tile else ""
+        raise GantkError(f"--tile {tile}{rounded} must be larger than --tile_overlap {overlap}")
+    return size
+
+
 def _tiled(net, x, tile, overlap, multiple):
-    tile = tile // multiple * multiple
-    if tile <= 0 or overlap >= tile:
-        raise GantkError(f"--tile {tile} must be a positive multiple of {multiple} larger than --tile_overlap {overlap}")
+    tile = tile_size(tile, overlap, multiple)
     n, _, h, w = x.shape
     if h % multiple or w % multiple:
         raise GantkError(f"tiled input {h}x{w} must be a multiple of {multiple} on both sides")
+    th, tw = min(tile, h), min(tile, w)
+    wy = blend_window(th, overlap if th < h else 0).to(x.device)
+    wx = blend_window(tw, overlap if tw < w else 0).to(x.device)
+    win = (wy[:, None] * wx[None, :])[None, None]
+    starts = list(itertools.product(tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)))
     out = weight = None
-    for y in tile_starts(h, tile, overlap):
-        for x0 in tile_starts(w, tile, overlap):
-            th, tw = min(tile, h), min(tile, w)
-            y_out = net(x[:, :, y : y + th, x0 : x0 + tw]).float()
-            if out is None:
-                out = torch.zeros(n, y_out.shape[1], h, w, device=x.device)
-                weight = torch.zeros(1, 1, h, w, device=x.device)
-            wy = blend_window(th, overlap if th < h else 0).to(x.device)
-            wx = blend_window(tw, overlap if tw < w else 0).to(x.device)
-            win = (wy[:, None] * wx[None, :])[None, None]
-            out[:, :, y : y + th, x0 : x0 + tw] += y_out * win
-            weight[:, :, y : y + th, x0 : x0 + tw] += win
+    for y, x0 in progress(starts, "tiles", "tile") if len(starts) > 1 else starts:
+        y_out = net(x[:, :, y : y + th, x0 : x0 + tw]).float()
+        if out is None:
+            out = torch.zeros(n, y_out.shape[1], h, w, device=x.device)
+            weight = torch.zeros(1, 1, h, w, device=x.device)
+        out[:, :, y : y + th, x0 : x0 + tw] += y_out * win
+        weight[:, :, y : y + th, x0 : x0 + tw] += win
     return out / weight
+
+
+def progress(items, desc: str, unit: str, total: int | None = None):
+    """A tqdm bar on a terminal (none in logs and tests), gone when done."""
+    return tqdm(items, desc=desc, unit=unit, total=total, leave=False, dynamic_ncols=True, disable=None)
+
+
+OOM_MESSAGES = ("out of memory", "can't allocate memory")
+
+
+@contextlib.contextmanager
+def explain_oom(name: str, hint: str):
+    """Out of memory (CUDA or CPU) while translating `name` -> a one-line GantkError with `hint`."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.OutOfMemoryError is one
+        if not isinstance(e, torch.OutOfMemoryError) and not any(m in str(e) for m in OOM_MESSAGES):
+            raise
+        raise GantkError(f"{name}: out of memory; {hint}") from None
 
 
 def write_html(folder: Path, title: str, rows: list[tuple[str, list[tuple[str, str]]]]) -> Path:
     """index.html: one row per input, images side by side with labels."""
     body = "\n".join(
         f"<tr><td>{html.escape(name)}</td>" + "".join(
-            f"<td><figure><img src='{html.escape(src)}'><figcaption>{html.escape(label)}</figcaption></figure></td>"
+            f"<td><figure><img src='{html.escape(quote(src))}'>"
+            f"<figcaption>{html.escape(label)}</figcaption></figure></td>"
             for label, src in imgs) + "</tr>" for name, imgs in rows)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif} img{max-width:384px}</style></head>"
@@ -132,24 +166,53 @@ def write_html(folder: Path, title: str, rows: list[tuple[str, list[tuple[str, s
     return path
 
 
+def input_names(files: list[Path]) -> list[str]:
+    """Each file's path relative to the folder that holds them all (a/x.png, b/x.png; x.png for one file)."""
+    root = os.path.commonpath([f.parent for f in files]) if files else "."
+    return [f.relative_to(root).as_posix() for f in files]
+
+
+def output_stem(name: str, stems: dict[str, str] | None = None) -> str:
+    """Where the outputs of input `name` go under images/: `stems[name]`, else `name` without its suffix
+    (a/x.png -> a/x: images/a/x_fake.png)."""
+    return stems[name] if stems and name in stems else str(PurePosixPath(name).with_suffix(""))
+
+
+def output_stems(names: list[str]) -> dict[str, str]:
+    """{name: output stem}, all different (also ignoring case): `output_stem`, plus the suffix for names that
+    would share it (x.png, x.jpg -> x_png, x_jpg), then _2, _3, ... if still taken. Compute it on all the
+    inputs, so names do not change with --num_test."""
+    base = {n: output_stem(n) for n in names}
+    shared = Counter(b.lower() for b in base.values())
+    stems, taken = {}, set()
+    for n, b in base.items():
+        suffixed = f"{b}_{PurePosixPath(n).suffix[1:]}"
+        stem, i = b if shared[b.lower()] == 1 else suffixed, 1
+        while stem.lower() in taken:
+            i += 1
+            stem = f"{suffixed}_{i}"
+        taken.add(stem.lower())
+        stems[n] = stem
+    return stems
+
+
 @torch.no_grad()
 def translate_images(net: nn.Module, items, out_dir: str | Path, title: str, tile: int | None = None,
-                     overlap: int = 32, multiple: int = 4, device="cpu", stats_size: int = 1024) -> list[Path]:
+                     overlap: int = 32, multiple: int = 4, device="cpu", stats_size: int = 1024,
+                     stems: dict[str, str] | None = None) -> list[Path]:
     """Translate (name, CHW input, CHW target or None) items, tensors in [-1, 1]; writes
-    images/<name>_real.png, _fake.png (and _target.png for pairs) and index.html."""
+    images/<stem>_real.png, _fake.png (and _target.png for pairs), stems from `output_stem`, and index.html."""
     out_dir = Path(out_dir)
+    hint = f"use a smaller --tile than {tile}" if tile else "translate in tiles, e.g. --tile 512"
     rows, written = [], []
     for name, x, target in items:
         x = x.unsqueeze(0).to(device)
-        y = tiled_forward(net, x, tile, overlap, multiple, stats_size) if tile else net(x)
-        stem = Path(name).stem
-        real = save_image(x, out_dir / "images" / f"{stem}_real.png")
-        fake = save_image(y, out_dir / "images" / f"{stem}_fake.png")
-        written.append(fake)
-        cells = [("real", f"images/{real.name}"), ("fake", f"images/{fake.name}")]
-        if target is not None:
-            cells.append(("target", f"images/{save_image(target, out_dir / 'images' / f'{stem}_target.png').name}"))
-        rows.append((Path(name).name, cells))
+        with explain_oom(name, hint):
+            y = tiled_forward(net, x, tile, overlap, multiple, stats_size) if tile else net(x)
+        cells = [("real", x), ("fake", y)] + ([("target", target)] if target is not None else [])
+        paths = [save_image(t, out_dir / "images" / f"{output_stem(name, stems)}_{label}.png") for label, t in cells]
+        written.append(paths[1])
+        rows.append((name, [(label, p.relative_to(out_dir).as_posix()) for (label, _), p in zip(cells, paths)]))
     write_html(out_dir, title, rows)
     return written
 
@@ -191,16 +254,17 @@ def load_input(path: Path, aligned: bool, direction: str):
     return (A, B) if direction == "AtoB" else (B, A)
 
 
-def read_items(files, aligned: bool, direction: str, prep: dict, arch: dict, multiple: int, tiled: bool = False):
-    """(file name, input CHW, paired target CHW or None), in [-1, 1] and sized for a net of `arch`."""
+def read_items(files: dict[str, Path], aligned: bool, direction: str, prep: dict, arch: dict, multiple: int,
+               tiled: bool = False):
+    """(name, input CHW, paired target CHW or None) per {name: file}, in [-1, 1] and sized for a net of `arch`."""
     from gantk.data.transforms import transform
-    for f in files:
+    for name, f in progress(files.items(), "translate", "image", len(files)):
         a, b = load_input(f, aligned, direction)
         x = transform(a, **prep, params=None, grayscale=arch["input_nc"] == 1, base=multiple)
         if not tiled and (x.shape[1] % multiple or x.shape[2] % multiple):
             raise GantkError(f"{f}: size {x.shape[2]}x{x.shape[1]} is not a multiple of {multiple} for this U-Net")
         y = None if b is None else transform(b, **prep, params=None, grayscale=arch["output_nc"] == 1, base=multiple)
-        yield f.name, x, y
+        yield name, x, y
 
 
 def write_record(out: Path, **info) -> Path:
@@ -211,6 +275,25 @@ def write_record(out: Path, **info) -> Path:
     return path
 
 
+def check_options(num_test, load_size, crop_size, tile, tile_overlap, tile_stats_size, n_samples, kernels):
+    """One-line errors for option values that no input could use, before any work."""
+    for option, v in (("load_size", load_size), ("crop_size", crop_size), ("tile_stats_size", tile_stats_size),
+                      ("n_samples", n_samples)):
+        if v < 1:
+            raise GantkError(f"--{option} must be positive, got {v}")
+    if num_test == 0 or num_test < -1:
+        raise GantkError(f"--num_test must be positive (or -1: all images), got {num_test}")
+    if tile < 0:
+        raise GantkError(f"--tile must be positive (or 0: whole images), got {tile}")
+    if tile_overlap < 0:
+        raise GantkError(f"--tile_overlap must be >= 0, got {tile_overlap}")
+    if tile and kernels == "triton":
+        raise GantkError("--tile swaps the InstanceNorm modules for whole-image statistics: use --kernels none or "
+                         "winograd with it")
+    if tile:
+        tile_size(tile, tile_overlap)
+
+
 def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", direction="AtoB", which=None,
                   weights=None, dataroot=None, phase="test", input_path=None, output=None, preprocess="none",
                   load_size=256, crop_size=256, num_test=50, tile=0, tile_overlap=32, tile_stats_size=1024,
@@ -219,22 +302,30 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     """The `gantk translate` command: returns the output folder (images/, index.html, translate.json).
 
     eval_mode None follows the reference test scripts: networks with BatchNorm (pix2pix) run without
-    eval() (batch statistics, dropout on), others in eval mode; BicycleGAN always in eval mode.
+    eval() (batch statistics, dropout on), others in eval mode; BicycleGAN always in eval mode. Outputs are
+    named by `output_stems`; --num_test -1 translates all inputs.
     """
     from gantk.acceleration import apply_kernels
     from gantk.models import load, prepare_for_inference, size_multiple
     from gantk.models.loading import load_encoder
     from gantk.nn.inference import has_batchnorm
     from gantk.runtime import resolve_device
+    check_options(num_test, load_size, crop_size, tile, tile_overlap, tile_stats_size, n_samples, kernels)
+    out = Path(output or Path("results") / (name or Path(weights or "weights").stem) / f"test_{epoch}")
+    check_writable(out, "--output", folder=True)
     torch.manual_seed(seed)  # makes test-time dropout (pix2pix without --eval) reproducible
     files, aligned = input_files(input_path, dataroot, phase, direction, aligned)
-    files, dev = files[:num_test], resolve_device(device)
+    names = input_names(files)
+    stems = output_stems(names)
+    count = len(files) if num_test == -1 else min(num_test, len(files))
+    cut = f" of {len(files)}" if count < len(files) else ""
+    log.info("translating %d%s images%s", count, cut, f" (--num_test {num_test})" if cut else "")
+    files, dev = dict(zip(names[:count], files[:count])), resolve_device(device)
     loaded = load(name, checkpoints_dir, epoch, direction, which, weights, model, **arch)
     net, path, family = loaded.net.to(dev), loaded.path, loaded.family
     if family.inference == "none":
         raise GantkError(f"{family.name} has no image-to-image inference (its samples are in the experiment's web/)")
     prep = dict(preprocess=preprocess, load_size=load_size, crop_size=crop_size)
-    out = Path(output or Path("results") / (name or Path(weights or "weights").stem) / f"test_{epoch}")
     multiple = size_multiple(net.arch["netG"]) if "netG" in net.arch else 4
     if family.inference == "sample":
         if tile:
@@ -243,7 +334,7 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
         E = load_encoder(loaded, encoder, **arch)
         E = E.to(dev) if E is not None else None
         items = read_items(files, aligned, direction, prep, net.arch, multiple)
-        scores, rows = translate_bicycle(net, E, items, out, n_samples, sync, seed, dev)
+        scores, rows = translate_bicycle(net, E, items, out, n_samples, sync, seed, dev, stems)
         mean = sum(scores.values()) / max(len(scores), 1)
         write_html(out, f"{path.name}: {len(files)} inputs x {n_samples} random z{' (same z for all)' if sync else ''};"
                    f" diversity (mean pairwise L1 of the random samples) {mean:.4f}", rows)
@@ -254,14 +345,13 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     prepare_for_inference(net, not has_batchnorm(net) if eval_mode is None else eval_mode)
     if tile and net.inference["bn_mode"] == "batch":
         raise GantkError("--tile needs BatchNorm running statistics: add --eval")
-    if tile and kernels == "triton":
-        raise GantkError("--tile swaps the InstanceNorm modules for whole-image statistics: use --kernels none or "
-                         "winograd with it")
+    if tile:
+        tile_size(tile, tile_overlap, multiple)
     apply_kernels(net, kernels)
     mode = "BatchNorm batch statistics" if net.inference["bn_mode"] == "batch" else "eval mode"
     title = f"{path.name}: {len(files)} images ({mode}{', dropout on' if net.inference['dropout'] else ''})"
     translate_images(net, read_items(files, aligned, direction, prep, net.arch, multiple, bool(tile)), out, title,
-                     tile or None, tile_overlap, multiple, dev, tile_stats_size)
+                     tile or None, tile_overlap, multiple, dev, tile_stats_size, stems)
     write_record(out, model=family.name, weights=str(path), images=len(files), seed=seed, **net.inference)
     return out
 
@@ -271,10 +361,10 @@ DIVERSITY_METRIC = "mean pairwise L1 distance between the random samples of one 
 
 @torch.no_grad()
 def translate_bicycle(G: nn.Module, E: nn.Module | None, items, out: Path, n_samples: int, sync: bool,
-                      seed: int, device="cpu") -> tuple[dict[str, float], list]:
+                      seed: int, device="cpu", stems: dict[str, str] | None = None) -> tuple[dict[str, float], list]:
     """Per input: the encoded-style output (from the paired target, given an encoder) and n_samples outputs
-    for z ~ N(0, I), saved one by one and side by side in images/<name>_grid.png. `seed` fixes the z;
-    `sync` uses one z list for every input. Returns ({input: diversity (DIVERSITY_METRIC)}, HTML rows)."""
+    for z ~ N(0, I), saved one by one and side by side in images/<stem>_grid.png (`output_stem`). `seed` fixes
+    the z; `sync` uses one z list for every input. Returns ({input: diversity (DIVERSITY_METRIC)}, HTML rows)."""
     from gantk.io import image_grid
     from gantk.models.bicyclegan import diversity, encode
     if n_samples < 1:
@@ -285,18 +375,19 @@ def translate_bicycle(G: nn.Module, E: nn.Module | None, items, out: Path, n_sam
     for name, x, y in items:
         x = x[None].to(device)
         z = z_sync if sync else torch.randn(n_samples, G.arch["nz"], generator=gen)
-        samples = G(x.expand(n_samples, -1, -1, -1), z.to(device))
-        cells = [("input", x[0])]
-        if y is not None:
-            y = y[None].to(device)
-            cells.append(("ground truth", y[0]))
-            if E is not None:
-                cells.append(("encoded", G(x, encode(E, y))[0]))
+        with explain_oom(name, "use fewer --n_samples or smaller inputs (--preprocess, --load_size)"):
+            samples = G(x.expand(n_samples, -1, -1, -1), z.to(device))
+            cells = [("input", x[0])]
+            if y is not None:
+                y = y[None].to(device)
+                cells.append(("ground truth", y[0]))
+                if E is not None:
+                    cells.append(("encoded", G(x, encode(E, y))[0]))
         cells += [(f"random_sample{i + 1:02d}", s) for i, s in enumerate(samples)]
         scores[name] = diversity(list(samples))
-        stem = Path(name).stem
-        files = [save_image(t, out / "images" / f"{stem}_{label.replace(' ', '_')}.png") for label, t in cells]
-        save_image(image_grid([[t for _, t in cells]]), out / "images" / f"{stem}_grid.png")
+        base = out / "images" / output_stem(name, stems)
+        files = [save_image(t, f"{base}_{label.replace(' ', '_')}.png") for label, t in cells]
+        save_image(image_grid([[t for _, t in cells]]), f"{base}_grid.png")
         rows.append((f"{name} (diversity {scores[name]:.4f})",
-                     [(label, f"images/{f.name}") for (label, _), f in zip(cells, files)]))
+                     [(label, f.relative_to(out).as_posix()) for (label, _), f in zip(cells, files)]))
     return scores, rows

@@ -1,6 +1,7 @@
 """Given reference folder layouts, the data sets yield the reference's crops, pairs and clear errors."""
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -8,6 +9,7 @@ from PIL import Image
 from gantk.data import AlignedDataset, EpochSampler, SingleDataset, UnalignedDataset
 from gantk.data.transforms import transform
 from gantk.errors import DataError
+from gantk.io import load_image, to_8bit
 from gantk.models.cyclegan import CycleGANConfig
 
 
@@ -91,3 +93,46 @@ def test_epoch_sampler_partitions_and_resumes():
     assert list(single) == order[3:] and len(single) == 4
     single.set_epoch(1)
     assert list(single) != order
+
+
+def test_16_bit_grey_loads_as_the_8_bit_image(tmp_path):
+    """A 16-bit gradient (PNG and TIFF, Pillow mode I;16) is scaled to 8 bits, not clipped to white."""
+    ramp = (np.arange(64 * 16, dtype=np.uint16).reshape(16, 64) * 64)
+    for suffix in ("png", "tif"):
+        Image.fromarray(ramp).save(tmp_path / f"g.{suffix}")
+        with Image.open(tmp_path / f"g.{suffix}") as img:
+            assert img.mode == "I;16"
+        got = np.asarray(load_image(tmp_path / f"g.{suffix}"), dtype=np.int32)
+        assert got.shape == (16, 64, 3) and np.abs(got[..., 0] - ramp // 257).max() <= 1
+
+
+@pytest.mark.parametrize("mode,values,want", [
+    ("I", [0, 1000, 65535], [0, 4, 255]),       # 16-bit range: / 257
+    ("I", [0, 100, 255], [0, 100, 255]),        # 8-bit range: as it is
+    ("I", [-100, 0, 100], [0, 128, 255]),       # anything else: min..max stretched
+    ("F", [0.0, 0.5, 1.0], [0, 128, 255]),      # float in [0, 1]: x 255
+])
+def test_deep_grey_modes_follow_the_documented_rule(mode, values, want):
+    img = Image.fromarray(np.array([values], dtype=np.int32 if mode == "I" else np.float32))
+    assert img.mode == mode
+    assert np.asarray(to_8bit(img)).tolist() == [want]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 20, 20))  # blue left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: turn 90 degrees clockwise to view
+    img.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    got = load_image(tmp_path / "r.jpg")
+    assert got.size == (20, 40)
+    assert got.getpixel((10, 5))[2] > 200 and got.getpixel((10, 35))[0] > 200  # blue is on top now
+
+
+def test_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    Image.new("RGB", (32, 32)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the error comes above twice this
+    with pytest.raises(DataError, match=r"big.png: Image size \(1024 pixels\) exceeds limit of 200 pixels.*"
+                                        r"set GANTK_ALLOW_LARGE_IMAGES=1") as e:
+        load_image(tmp_path / "big.png")
+    assert "\n" not in str(e.value)

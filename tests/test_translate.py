@@ -5,9 +5,10 @@ from PIL import Image
 
 from conftest import tiny_args
 from gantk.cli import main
+from gantk.errors import GantkError
 from gantk.io import pil_to_tensor
 from gantk.models import define_G
-from gantk.translate import _tiled, tile_starts, tiled_forward
+from gantk.translate import _tiled, output_stems, tile_starts, tiled_forward, translate_images
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,76 @@ def test_tiling_without_norms_differs_only_next_to_tile_borders():
 def test_translate_needs_an_input(trained, capsys):
     assert main(["translate", "--name", "tr", "--checkpoints_dir", str(trained)]) == 2
     assert "give --input" in capsys.readouterr().err
+
+
+def test_inputs_sharing_a_stem_or_a_name_keep_their_own_outputs(trained, sample_data, tmp_path):
+    """x.png and x.jpg, a/y.png and b/y.png (four different photos) give four different fakes, each on the page."""
+    src, inp = sample_data["unaligned"] / "testA", tmp_path / "in"
+    for i, rel in enumerate(["x.png", "x.jpg", "a/y.png", "b/y.png"]):
+        (inp / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(src / f"00{i}.png").save(inp / rel, quality=95)
+    out = tmp_path / "out"
+    assert main(["translate", "--name", "tr", "--checkpoints_dir", str(trained), "--input", str(inp),
+                 "--output", str(out)]) == 0
+    stems = ["a/y", "b/y", "x_jpg", "x_png"]
+    fakes = sorted((out / "images").rglob("*_fake.png"))
+    assert [f.relative_to(out / "images").as_posix() for f in fakes] == [f"{s}_fake.png" for s in stems]
+    pixels = [pil_to_tensor(Image.open(f).convert("RGB")) for f in fakes]
+    assert all(not torch.equal(p, q) for i, p in enumerate(pixels) for q in pixels[i + 1:])
+    page = (out / "index.html").read_text()
+    assert all(f"images/{s}_fake.png" in page and f"images/{s}_real.png" in page for s in stems)
+
+
+def test_output_stems_unique_stable_and_readable():
+    names = ["a/y.png", "b/y.png", "x.jpg", "x.png", "X_png.png", "z.png"]
+    assert output_stems(names) == {"a/y.png": "a/y", "b/y.png": "b/y", "x.jpg": "x_jpg", "x.png": "x_png",
+                                   "X_png.png": "X_png_png_2", "z.png": "z"}  # a name taken ignoring case: _2
+
+
+def test_num_test_minus_one_translates_all_and_a_cut_is_logged(trained, sample_data, tmp_path, caplog):
+    args = ["translate", "--name", "tr", "--checkpoints_dir", str(trained), "--dataroot", str(sample_data["unaligned"])]
+    assert main(args + ["--output", str(tmp_path / "all"), "--num_test", "-1"]) == 0
+    assert len(list((tmp_path / "all" / "images").glob("*_fake.png"))) == 8  # the last one too
+    caplog.set_level("INFO", "gantk.translate")
+    assert main(args + ["--output", str(tmp_path / "three"), "--num_test", "3"]) == 0
+    assert len(list((tmp_path / "three" / "images").glob("*_fake.png"))) == 3
+    assert "translating 3 of 8 images" in caplog.text
+
+
+@pytest.mark.parametrize("option,value", [("--num_test", "0"), ("--num_test", "-2"), ("--load_size", "0"),
+                                          ("--crop_size", "-8"), ("--tile_stats_size", "0"), ("--tile", "-5"),
+                                          ("--tile_overlap", "-1"), ("--n_samples", "0"), ("--tile", "16")])
+def test_bad_translate_options_fail_before_loading(sample_data, tmp_path, capsys, option, value):
+    """Checked before the generator is looked for (there is none: its error would come first otherwise)."""
+    assert main(["translate", "--name", "none", "--checkpoints_dir", str(tmp_path), "--output", str(tmp_path / "o"),
+                 "--dataroot", str(sample_data["unaligned"]), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gantk: error: ") and option in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["translate", "stylize"])
+@pytest.mark.parametrize("where", ["file", "inside_file"])
+def test_unwritable_output_fails_first_in_one_line(sample_data, tmp_path, capsys, command, where):
+    """--output (translate) or --out (stylize) that is a file where a folder goes: one line, before any work."""
+    (tmp_path / "f.txt").write_text("not a folder")
+    photo = str(sample_data["unaligned"] / "testA" / "000.png")
+    if command == "translate":
+        option, target = "--output", tmp_path / ("f.txt" if where == "file" else "f.txt/out")
+        args = ["translate", "--name", "none", "--checkpoints_dir", str(tmp_path), "--input", photo]
+    else:
+        option, target = "--out", tmp_path / ("f.txt/o.png" if where == "file" else "f.txt/sub/o.png")
+        args = ["stylize", "--content", photo, "--style", photo, "--vgg-weights", str(tmp_path / "missing.pth")]
+    assert main(args + [option, str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gantk: error: {option} {target}: ") and "f.txt" in err[0]
+
+
+def test_out_of_memory_suggests_tiles(tmp_path):
+    class Hungry(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    items = [("big.png", torch.zeros(3, 8, 8), None)]
+    with pytest.raises(GantkError, match=r"^big.png: out of memory; translate in tiles, e.g. --tile 512$"):
+        translate_images(Hungry(), items, tmp_path, "t")
