@@ -226,7 +226,8 @@ def _command_line(ctx: click.Context) -> str:
 @generator_source
 @click.option("--format", "formats", default="onnx", show_default=True,
               help="comma-separated: onnx, onnx-fp16, aoti, trt, trt-fp16, trt-bf16, triton-repo")
-@click.option("--out", type=click.Path(file_okay=False), help="output folder (default ./exports/<name>)")
+@click.option("--out", type=click.Path(), help="output folder (default ./exports/<name>); its content is replaced "
+              "only when every artifact passes parity")
 @click.option("--parity_images", type=click.Path(exists=True), help="real images for the parity check "
               "(default: scikit-image's sample photos)")
 @click.option("--parity_sizes", default=None, help="two or more sizes, px (default: 2x and 4x the size multiple, "
@@ -236,19 +237,30 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--opt_size", type=int, default=256, show_default=True, help="TensorRT profile's optimal size, px")
 @click.option("--max_size", type=int, default=1024, show_default=True, help="largest height/width, px")
 @click.option("--device", default="cpu", show_default=True, help="where AOTI compiles/parity runs: cpu or cuda")
-def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_size, max_size, device, **src):
+@click.option("--verify", type=click.Path(), default=None, help="export nothing: check the files of this export "
+              "folder against its manifest's checksums and re-run its parity checks")
+def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_size, max_size, device, verify, **src):
     """Export a generator (ONNX, fp16 ONNX, AOTInductor, TensorRT, Triton repository) and prove parity."""
+    import os
     from gantk.export.parity import load_photos
-    from gantk.export.pipeline import run_export
+    from gantk.export.pipeline import check_request, run_export, verify_export
     from gantk.export.spec import load_spec
+    if verify:
+        manifest = verify_export(verify, load_photos(parity_images) if parity_images else None, log=click.echo)
+        click.echo(f"verified {verify}: {len(manifest['files'])} files, parity passed")
+        return
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    sizes = _sizes(parity_sizes) if parity_sizes else None
+    check_request(out, fmts, sizes, max_batch, opt_size, max_size)  # before loading anything
     spec, label = load_spec(**src)
     m = spec.multiple
-    sizes = _sizes(parity_sizes) if parity_sizes else [max(64, 2 * m), max(128, 4 * m)]
-    manifest = run_export(spec, out or f"./exports/{label}", [f.strip() for f in formats.split(",") if f.strip()],
-                          load_photos(parity_images), sizes, opset=opset, max_batch=max_batch,
-                          opt_size=max(m, opt_size // m * m), max_size=max_size // m * m, device=device,
-                          name=label, log=click.echo)
-    click.echo(f"parity passed; wrote {', '.join(manifest['artifacts'].values())}")
+    absolute = {k: os.path.abspath(v) if v and k in ("weights", "checkpoints_dir") else v for k, v in src.items()}
+    source = {"generator": absolute, "parity_images": parity_images and os.path.abspath(parity_images)}
+    out = out or f"./exports/{label}"
+    manifest = run_export(spec, out, fmts, load_photos(parity_images), sizes or [max(64, 2 * m), max(128, 4 * m)],
+                          opset=opset, max_batch=max_batch, opt_size=opt_size, max_size=max_size, device=device,
+                          name=label, source=source, log=click.echo)
+    click.echo(f"parity passed; wrote {', '.join(manifest['artifacts'].values())} in {out}")
 
 
 @cli.command("bench")

@@ -1,4 +1,5 @@
 """Export: ONNX graphs, fp16, TensorRT lint, ONNX Runtime / AOTInductor / C++ parity, Triton repositories."""
+import hashlib
 import json
 import shutil
 import subprocess
@@ -177,13 +178,100 @@ def test_export_pipeline_manifest_triton_and_runner_interface(tmp_path, photos):
     assert (got - want).abs().max() <= 1 / 127.5 + 1e-6  # at most one 8-bit level apart
 
 
-def test_parity_failure_marks_artifact_and_fails(tmp_path, photos, monkeypatch):
-    monkeypatch.setitem(THRESHOLDS, "fp32", {"max_abs": 0.0})  # nothing survives a zero tolerance
-    spec = spec_for_generator(generator(), "cyclegan")
-    with pytest.raises(GantkError, match="parity FAILED for g.onnx"):
-        run_export(spec, tmp_path, ["onnx"], photos, [32, 64], name="g", log=lambda s: None)
-    assert not (tmp_path / "g.onnx").exists() and (tmp_path / "g.onnx.parity-failed").exists()
-    assert json.loads((tmp_path / "manifest.json").read_text())["passed"] is False
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Two small generator files (different weights) as `gantk export --weights` takes them."""
+    folder = tmp_path_factory.mktemp("weights")
+    for seed, stem in enumerate(("first", "second")):
+        torch.save(generator(seed=seed).state_dict(), folder / f"{stem}.pth")
+    return folder / "first.pth", folder / "second.pth"
+
+
+def export_args(weights, out, formats="onnx,onnx-fp16,triton-repo", *extra):
+    return ["export", "--weights", str(weights), "--netG", "resnet_6blocks", "--ngf", "4", "--format", formats,
+            "--out", str(out), "--parity_sizes", "32,64", *extra]
+
+
+def checksums(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gantk: error:") and "\n" not in err, err
+    return err
+
+
+def test_failed_parity_leaves_the_previous_export_byte_identical(tmp_path, weights, capsys, monkeypatch):
+    out = tmp_path / "exp"
+    assert main(export_args(weights[0], out)) == 0
+    before = checksums(out)
+    monkeypatch.setitem(THRESHOLDS, "fp16", {"psnr": 1000.0})  # above PSNR_CAP: no fp16 artifact can pass
+    assert main(export_args(weights[1], out)) == 2
+    err = one_line_error(capsys)
+    assert "parity FAILED for second.fp16.onnx [fp16: PSNR" in err and "limit 1000 dB" in err
+    assert checksums(out) == before  # the previous export, untouched
+    failed = json.loads((tmp_path / "exp.parity-failed" / "manifest.json").read_text())
+    assert failed["passed"] is False and [r["passed"] for r in failed["parity"]] == [True, False]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "exp.parity-failed"]  # no temporary left
+
+
+def test_second_model_replaces_the_folder_and_the_manifest_lists_exactly_its_files(tmp_path, weights):
+    out = tmp_path / "exp"
+    assert main(export_args(weights[0], out)) == 0
+    assert {"first.onnx", "first.fp16.onnx", "triton/first/1/model.onnx"} <= set(checksums(out))
+    assert main(export_args(weights[1], out, "onnx")) == 0
+    files = checksums(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(files) == {"second.onnx", "second.trtexec.sh", "manifest.json"}
+    assert manifest["files"] == {k: {"sha256": v, "size": (out / k).stat().st_size}
+                                 for k, v in files.items() if k != "manifest.json"}
+    assert manifest["artifacts"] == {"onnx": "second.onnx"} and manifest["parity"][0]["artifact"] == "second.onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+def test_verify_passes_on_a_fresh_export_and_fails_after_a_flipped_byte(tmp_path, weights, capsys, monkeypatch):
+    out = tmp_path / "exp"
+    assert main(export_args(weights[0], out)) == 0
+    monkeypatch.chdir(tmp_path)  # a relative folder; the manifest's source paths are absolute
+    capsys.readouterr()
+    assert main(["export", "--verify", "exp"]) == 0
+    log = capsys.readouterr().out
+    assert log.count("parity of ") == 2 and "FAIL" not in log and "verified exp: 6 files" in log
+    data = bytearray((out / "first.fp16.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (out / "first.fp16.onnx").write_bytes(data)
+    assert main(["export", "--verify", "exp"]) == 2
+    assert "first.fp16.onnx: SHA-256 differs" in one_line_error(capsys)
+
+
+def test_verify_reruns_parity_against_the_generator(tmp_path, weights, capsys):
+    """Files intact but the generator changed (its weights file overwritten): parity fails in one line."""
+    out, pth = tmp_path / "exp", tmp_path / "g.pth"
+    shutil.copyfile(weights[0], pth)
+    assert main(export_args(pth, out, "onnx")) == 0
+    shutil.copyfile(weights[1], pth)
+    assert main(["export", "--verify", str(out)]) == 2
+    assert "parity FAILED for g.onnx [fp32: max |err|" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("bad", [["--max_batch", "0"], ["--max_size", "0"], ["--parity_sizes", "-64,0"],
+                                 ["--opt_size", "0"], ["--out", "FILE"], ["--format", "onnx,nope"]])
+def test_bad_options_fail_in_one_line_before_any_work(tmp_path, weights, capsys, bad):
+    (tmp_path / "file").write_text("not a folder")
+    args = export_args(weights[0], tmp_path / "exp") + [str(tmp_path / "file") if b == "FILE" else b for b in bad]
+    assert main(args) == 2
+    err = one_line_error(capsys)
+    assert bad[0] in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def test_export_refuses_a_folder_of_other_files(tmp_path, weights, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(export_args(weights[0], tmp_path, "onnx")) == 2
+    assert "not a gantk export" in one_line_error(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_errors_are_hand_computable():
@@ -229,7 +317,7 @@ def aoti_package(tmp_path_factory):
     spec = spec_for_generator(generator("resnet_6blocks", ngf=4), "cyclegan")
     manifest = run_export(spec, folder, ["aoti"], sample_photos(2), [32, 64], max_batch=4, max_size=128,
                           log=lambda s: None)
-    return spec, Path(manifest["artifacts"]["aoti"])
+    return spec, folder / manifest["artifacts"]["aoti"]
 
 
 def test_aoti_package_parity(aoti_package, photos):
