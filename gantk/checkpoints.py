@@ -1,6 +1,9 @@
-"""Checkpoint files: atomic writes, reference-compatible state dicts, clear mismatch errors."""
+"""Checkpoint files: atomic writes published as a set, SHA-256 beside each, reference-compatible state dicts,
+clear mismatch errors."""
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -15,21 +18,73 @@ TRAIN_STATE_FORMAT = "gantk-train-v1"
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_temp(content, path: Path) -> Path:
+    """`content` (bytes, str, or an object for torch.save) in a hidden temp file beside `path`, fsynced."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            if isinstance(content, (bytes, str)):
+                f.write(content.encode() if isinstance(content, str) else content)
+            else:
+                torch.save(content, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise CheckpointError(f"no space left on {path.parent}: {path.name} was not written; the previous "
+                                  "files are kept") from None
         raise
-    return path
+    return Path(tmp)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksum_path(path: str | Path) -> Path:
+    """`<file>.sha256` beside a file gantk wrote, in `sha256sum -c` format."""
+    return Path(f"{path}.sha256")
+
+
+def save_files(files: dict, checksum: bool = True) -> list[Path]:
+    """Write every {path: content} (torch objects, with a `.sha256` beside each; text or bytes as they are)
+    to temp files first, then publish them all, one rename each: a crash leaves either no new file or the
+    whole set but for the few renames then in flight, never half a file."""
+    temps: dict[Path, Path] = {}
+    try:
+        for path, content in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temps[path] = _write_temp(content, path)
+            if checksum and not isinstance(content, (bytes, str)):
+                temps[checksum_path(path)] = _write_temp(f"{sha256_file(temps[path])}  {path.name}\n", path)
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for path, tmp in temps.items():
+        os.replace(tmp, path)
+    return list(files)
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """torch.save to a temp file in the same folder, fsync, then rename (with its `.sha256` beside it)."""
+    return save_files({Path(path): obj})[0]
+
+
+def verify_checksum(path: Path) -> None:
+    """CheckpointError when `path` has a `.sha256` beside it that its bytes no longer match."""
+    side = checksum_path(path)
+    if side.is_file():
+        want = side.read_text().split()[0] if side.read_text().strip() else ""
+        if sha256_file(path) != want:
+            raise CheckpointError(f"{path}: its SHA-256 differs from {side.name} (damaged or changed after gantk "
+                                  f"wrote it); restore the file, or delete {side.name} to load it anyway")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -37,6 +92,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    verify_checksum(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors vary by torch version

@@ -8,14 +8,27 @@ import platform
 
 import torch
 
+from gantk.errors import GantkError
+
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "triton")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks this process's GPU under torchrun (LOCAL_RANK), else cuda:0, else CPU."""
+    """'auto' picks this process's GPU under torchrun (LOCAL_RANK), else cuda:0, else CPU; a device this
+    machine does not have is a one-line GantkError."""
     if name == "auto":
         name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise GantkError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise GantkError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GantkError(f"--device {name}: this PyTorch sees no CUDA GPU (use --device cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise GantkError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 @functools.cache

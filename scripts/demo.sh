@@ -10,7 +10,7 @@ $G data sample --out datasets
 $G train --model cyclegan --dataroot datasets/photo2vintage --name "$NAME" \
     --netG resnet_6blocks --ngf 24 --ndf 32 --load_size 88 --crop_size 80 \
     --n_epochs ${EPOCHS:-4} --n_epochs_decay ${EPOCHS_DECAY:-4} --save_epoch_freq 4 \
-    --print_freq 40 --display_freq 80 --num_threads 1 "$@"
+    --print_freq 40 --display_freq 80 --num_threads 1 --overwrite "$@"
 $G translate --name "$NAME" --dataroot datasets/photo2vintage --output "results/$NAME"
 # Deployable artifacts, each checked against PyTorch on real photos (fails on a parity miss).
 $G export --name "$NAME" --format onnx,onnx-fp16,aoti,triton-repo --out "exports/$NAME" \

@@ -9,10 +9,10 @@ import torch.nn as nn
 from torch.optim import lr_scheduler
 
 from gantk.checkpoints import load_state_dict_checked
+from gantk.errors import CheckpointError, GantkError
 from gantk.acceleration import Precision, apply_kernels
-from gantk.config import TrainConfig, require_positive
+from gantk.config import TrainConfig
 from gantk.data import make_dataset
-from gantk.errors import GantkError
 from gantk.nn.generators import UNET_DOWNS, size_multiple
 
 log = logging.getLogger("gantk.train")
@@ -78,7 +78,6 @@ class BaseModel:
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
         """Reject option combinations this family cannot train (one-line GantkError); here: the image GANs'."""
-        require_positive(cfg, "crop_size", "load_size", "ngf", "ndf")
         m = size_multiple(cfg.netG)
         if cfg.netG in UNET_DOWNS and "crop" in cfg.preprocess and cfg.crop_size % m:
             raise GantkError(f"--netG {cfg.netG} needs --crop_size divisible by {m}, got {cfg.crop_size}")
@@ -164,6 +163,11 @@ class BaseModel:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        for group in ("nets", "optimizers", "schedulers"):
+            missing = [k for k in getattr(self, group) if k not in state.get(group, {})]
+            if missing:
+                raise CheckpointError(f"the saved training state has no {group} {', '.join(missing)} that this "
+                                      f"{self.cfg.model_name()} run needs (saved with other options?)")
         for k, net in self.nets.items():
             load_state_dict_checked(net, state["nets"][k], f"saved network {k}")
         for group in ("optimizers", "schedulers"):

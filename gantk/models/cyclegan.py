@@ -16,10 +16,10 @@ from gantk.nn.pool import ImagePool
 class CycleGANConfig(GANOptions, TrainConfig):
     MODEL = "cyclegan"
     no_dropout: bool = opt(True, "no dropout in the generator (CycleGAN default)", off="dropout")
-    lambda_A: float = opt(10.0, "weight of the cycle loss A -> B -> A")
-    lambda_B: float = opt(10.0, "weight of the cycle loss B -> A -> B")
-    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B (0 disables)")
-    pool_size: int = opt(50, "image buffer size for the discriminators (0: no buffer)")
+    lambda_A: float = opt(10.0, "weight of the cycle loss A -> B -> A", min=0)
+    lambda_B: float = opt(10.0, "weight of the cycle loss B -> A -> B", min=0)
+    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B (0 disables)", min=0)
+    pool_size: int = opt(50, "image buffer size for the discriminators (0: no buffer)", min=0)
 
 
 class CycleGANModel(BaseModel):

@@ -9,14 +9,14 @@ gives explicitly.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn as nn
 
-from gantk.checkpoints import TRAIN_STATE_FORMAT, describe_generator, generator_state, load_state_dict_checked, read_checkpoint
-from gantk.errors import GantkError
+from gantk.checkpoints import (TRAIN_STATE_FORMAT, describe_generator, generator_state, load_state_dict_checked,
+                               read_checkpoint, save_files)
+from gantk.errors import CheckpointError, GantkError
 from gantk.models.registry import Family, get_family
 
 SIDECAR_FORMAT = "gantk-net-v1"
@@ -36,14 +36,14 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def write_sidecar(path: str | Path, family: str, which: str, arch: dict) -> Path:
-    """`<epoch>_net_<X>.json` beside a saved network: which family's network it is, and its architecture
-    (written atomically, like the network)."""
-    side = sidecar_path(path)
-    tmp = side.with_name(f".{side.name}.tmp")
-    tmp.write_text(json.dumps({"format": SIDECAR_FORMAT, "family": family, "net": which, "arch": arch}, indent=1))
-    os.replace(tmp, side)
-    return side
+def sidecar_text(family: str, which: str, arch: dict, step: int | None = None) -> str:
+    """The `<epoch>_net_<X>.json` beside a saved network: which family's network it is, its architecture,
+    and the training iteration it was saved at (a set of networks from one save has one step)."""
+    return json.dumps({"format": SIDECAR_FORMAT, "family": family, "net": which, "arch": arch, "step": step}, indent=1)
+
+
+def write_sidecar(path: str | Path, family: str, which: str, arch: dict, step: int | None = None) -> Path:
+    return save_files({sidecar_path(path): sidecar_text(family, which, arch, step)})[0]
 
 
 def read_sidecar(path: Path) -> dict:
@@ -94,17 +94,16 @@ def load_file(path: str | Path, which: str | None = None, model: str | None = No
     family = _family_of(model, side, ckpt if state else {}, options, sd)
     which = which or side.get("net") or (probe if state else family.generators[0])
     kind = family.net_kind(which)
+    guess = kind.describe(sd)
     recorded = side.get("arch") or (ckpt.get("arch", {}).get(which) if state else None)
     if recorded is not None:  # gantk's own: nothing to guess
         arch = {**family.default_arch(which), **recorded}
     else:
-        saved = {**options, **in_state}
-        guess = kind.describe(sd)
-        arch = {**family.default_arch(which), **kind.options(saved, which), **guess}
-    explicit = kind.options({k: v for k, v in given.items() if v is not None}, "G" if which != "E" else "E")
-    arch = {**arch, **explicit}
+        arch = {**family.default_arch(which), **kind.options({**options, **in_state}, which), **guess}
+    # explicit arguments describe the network asked for (no G_B swap of the channels)
+    explicit = {k: v for k, v in given.items() if v is not None}
+    arch = {**arch, **kind.options(explicit, "E" if which == "E" else "G")}
     net = kind.build(**arch)
-    guess = kind.describe(sd)
     hint = ""
     if guess:
         hint = "; the file looks like " + " ".join(f"--{k} {v}" for k, v in guess.items() if k != "use_dropout")
@@ -125,6 +124,12 @@ def load(name: str | None = None, checkpoints_dir: str | Path = "./checkpoints",
         raise GantkError("give --name (a trained experiment) or --weights (a generator file)")
     family = get_family(model if model not in (None, "auto") else options.get("model", "cyclegan"))
     which = which or family.generator_name(direction)
+    steps = {w: read_sidecar(p).get("step") for w in (*family.generators, *(("E",) if family.encoder else ()))
+             if (p := experiment_file(name, checkpoints_dir, epoch, w)).is_file()}
+    if len(set(steps.values()) - {None}) > 1:
+        raise CheckpointError(f"{Path(checkpoints_dir) / name}: the {epoch}_net_* files come from different saves "
+                              f"(iterations {steps}), so a save was interrupted; run `gantk train ... --continue_train` "
+                              "to write a consistent set")
     return load_file(experiment_file(name, checkpoints_dir, epoch, which), which, family.name, options, **given)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gantk.config import GAN_MODES, TrainConfig, opt, require_positive
+from gantk.config import GAN_MODES, TrainConfig, opt
 from gantk.data.mnist import MnistDataset
 from gantk.io import image_grid
 from gantk.models.base import DISCRIMINATOR, GENERATOR, BaseModel
@@ -23,9 +23,9 @@ from gantk.nn.mlp import mlp_discriminator, mlp_generator
 class MnistGANConfig(TrainConfig):
     MODEL = "mnist_gan"
     dataroot: str = opt("", "folder with train-images-idx3-ubyte[.gz] (+ train-labels-idx1-ubyte[.gz])")
-    latent_dim: int = opt(64, "length of the noise vector z")
-    hidden_dim: int = opt(256, "width of the hidden layers of G and D")
-    n_samples: int = opt(64, "fixed-noise samples in each sample grid")
+    latent_dim: int = opt(64, "length of the noise vector z", min=1)
+    hidden_dim: int = opt(256, "width of the hidden layers of G and D", min=1)
+    n_samples: int = opt(64, "fixed-noise samples in each sample grid", min=1)
     gan_mode: str = opt("vanilla", "GAN objective (vanilla: BCE, as the tutorial)", GAN_MODES)
     batch_size: int = opt(100, "input batch size (per process under torchrun)")
     beta1: float = opt(0.9, "Adam beta1 (the tutorial uses Adam's defaults)")
@@ -47,7 +47,7 @@ class MnistGANModel(BaseModel):
 
     @classmethod
     def check_config(cls, cfg: MnistGANConfig) -> None:
-        require_positive(cfg, "latent_dim", "hidden_dim", "n_samples")
+        pass  # bounds: TrainConfig.validate
 
     @classmethod
     def make_dataset(cls, cfg: MnistGANConfig, phase: str):

@@ -19,8 +19,8 @@ class Pix2PixConfig(GANOptions, TrainConfig):
     netG: str = opt("unet_256", "generator architecture", NETG_NAMES)
     norm: str = opt("batch", "normalisation layer", NORMS)
     gan_mode: str = opt("vanilla", "GAN objective", GAN_MODES)
-    lambda_L1: float = opt(100.0, "weight of the L1 loss |G(A) - B|")
-    pool_size: int = opt(0, "image buffer size for the discriminator (0: no buffer, the pix2pix default)")
+    lambda_L1: float = opt(100.0, "weight of the L1 loss |G(A) - B|", min=0)
+    pool_size: int = opt(0, "image buffer size for the discriminator (0: no buffer, the pix2pix default)", min=0)
 
 
 class Pix2PixModel(BaseModel):

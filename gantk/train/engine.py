@@ -1,22 +1,27 @@
 """The training loop shared by every family: data, steps, logging, sample grids, checkpoints, resume."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from gantk.checkpoints import TRAIN_STATE_FORMAT, atomic_save, load_state_dict_checked, read_checkpoint
-from gantk.config import TrainConfig, require_positive
+from gantk.checkpoints import TRAIN_STATE_FORMAT, load_state_dict_checked, read_checkpoint, save_files
+from gantk.config import TrainConfig
 from gantk.data import EpochSampler
-from gantk.errors import GantkError
-from gantk.models.loading import write_sidecar
+from gantk.errors import CheckpointError, GantkError
+from gantk.models.loading import sidecar_path, sidecar_text
 from gantk.models.registry import get_model_class
 from gantk.runtime import resolve_device
 from gantk.train.distributed import barrier, init_distributed, shutdown
+from gantk.train.lock import ExperimentLock
 from gantk.train.report import Reporter
 
 log = logging.getLogger("gantk.train")
@@ -29,30 +34,51 @@ def check_config(cfg: TrainConfig) -> None:
         raise GantkError("--dataroot is required: a folder in the reference layout (see `gantk data sample`)")
     if not Path(cfg.dataroot).is_dir():
         raise GantkError(f"--dataroot {cfg.dataroot}: no such folder")
-    require_positive(cfg, "batch_size", "save_epoch_freq", "save_latest_freq", "print_freq", "display_freq")
+    cfg.validate()
+    resolve_device(cfg.device)
     get_model_class(cfg.model_name()).check_config(cfg)
+    latest = Path(cfg.checkpoints_dir) / cfg.name / LATEST
+    if latest.is_file() and not (cfg.continue_train or cfg.overwrite):
+        raise GantkError(f"{latest} holds a trained experiment: resume it with --continue_train, or start again "
+                         "over it with --overwrite (or choose another --name)")
 
 
-def save_nets(model, folder: Path, prefix: str) -> None:
+def net_files(model, folder: Path, prefix: str, step: int) -> dict:
     """Reference-compatible `<prefix>_net_<name>.pth` state dicts, one per network, and beside each generator
-    (and encoder) its `.json` sidecar: family and architecture, so that loading guesses nothing."""
-    family = model.cfg.model_name()
+    (and encoder) its `.json` sidecar (family, architecture, iteration), so that loading guesses nothing."""
+    family, files = model.cfg.model_name(), {}
     for name, net in model.nets.items():
-        path = atomic_save(net.state_dict(), folder / f"{prefix}_net_{name}.pth")
+        path = folder / f"{prefix}_net_{name}.pth"
+        files[path] = net.state_dict()
         if name in model.arch_nets:
-            write_sidecar(path, family, name, model.net_arch(name))
+            files[sidecar_path(path)] = sidecar_text(family, name, model.net_arch(name), step)
+    return files
+
+
+def check_finite(model) -> None:
+    """Refuse to save non-finite weights over good ones."""
+    bad = next((f"{n}.{k}" for n, net in model.nets.items() for k, p in net.state_dict().items()
+                if p.is_floating_point() and not torch.isfinite(p).all()), None)
+    if bad:
+        raise GantkError(f"non-finite weights in {bad}: not saved, the files on disk keep the last good state")
+
+
+def save_nets(model, folder: Path, prefix: str, step: int) -> None:
+    check_finite(model)
+    save_files(net_files(model, folder, prefix, step))
 
 
 def save_state(model, cfg, folder: Path, epoch: int, epoch_iter: int, steps: int, total_iters: int) -> None:
-    """The resumable state (networks, optimizers, schedulers, scaler, pools, RNG, position, options)."""
+    """The resumable state (networks, optimizers, schedulers, scaler, pools, RNG, position, options) and the
+    `latest_net_*` files, written as one set."""
+    check_finite(model)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {"format": TRAIN_STATE_FORMAT, "model": cfg.model_name(), "config": cfg.to_dict(),
              "epoch": epoch, "epoch_iter": epoch_iter, "steps": steps, "total_iters": total_iters,
              "rng": rng, "arch": {name: model.net_arch(name) for name in model.arch_nets}, **model.state_dict()}
-    atomic_save(state, folder / LATEST)
-    save_nets(model, folder, "latest")
+    save_files({**net_files(model, folder, "latest", total_iters), folder / LATEST: state})
 
 
 def resume(model, cfg, folder: Path) -> tuple[int, int, int, int]:
@@ -60,6 +86,10 @@ def resume(model, cfg, folder: Path) -> tuple[int, int, int, int]:
     latest = folder / LATEST
     if cfg.epoch == "latest" and latest.is_file():
         state = read_checkpoint(latest)
+        if state.get("format") != TRAIN_STATE_FORMAT or state.get("model") != cfg.model_name():
+            raise CheckpointError(f"{latest}: not a gantk {cfg.model_name()} training state (it holds "
+                                  f"{state.get('model') or 'something else'}); resume it with --model "
+                                  f"{state.get('model')}, or start anew with --overwrite")
         model.load_state_dict(state)
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -72,13 +102,41 @@ def resume(model, cfg, folder: Path) -> tuple[int, int, int, int]:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train `cfg`'s model family; returns the checkpoint folder."""
+    """Train `cfg`'s model family; returns the checkpoint folder. The first process holds the experiment's
+    lock for the whole run."""
     check_config(cfg)
     rank, world = init_distributed(cfg.device)
     try:
-        return _train(cfg, rank, world)
+        with ExperimentLock(Path(cfg.checkpoints_dir) / cfg.name) if rank == 0 else contextlib.nullcontext():
+            return _train(cfg, rank, world)
     finally:
         shutdown()
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Yields a dict whose "stop" turns True on SIGTERM (preemption), so the loop can save and leave."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["stop"] = True
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def check_losses(losses: dict, epoch: int, steps: int, folder: Path) -> None:
+    """Stop on the first non-finite loss, before anything is saved."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise GantkError(f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}) at epoch {epoch}, "
+                         f"iteration {steps}: stopped without saving; {folder / LATEST} keeps the last good state "
+                         "(try a lower --lr)")
 
 
 def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
@@ -100,17 +158,34 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     epoch, epoch_iter, steps, total_iters = cfg.epoch_count, 0, 0, 0
     if cfg.continue_train:
         epoch, epoch_iter, steps, total_iters = resume(model, cfg, folder)
-    last_epoch = cfg.epoch_count + cfg.n_epochs + cfg.n_epochs_decay - 1
     reporter = None
     if main:
+        for stale in folder.glob(".*.tmp"):  # temp files of saves killed midway
+            stale.unlink(missing_ok=True)
         cfg.save(folder)
         reporter = Reporter(folder, f"{cfg.name} ({cfg.model_name()})", cfg.describe())
         tqdm.write(cfg.describe())
         tqdm.write(f"{len(dataset)} training images, {world} process(es) on {device}; "
                    f"checkpoints and samples in {folder}")
-    images_per_step = cfg.batch_size * world
     model.train()
-    while epoch <= last_epoch and not (cfg.max_iters and steps >= cfg.max_iters):
+    with stop_on_sigterm() as sigterm:
+        epoch, epoch_iter, steps, total_iters = _loop(cfg, model, dataset, sampler, loader, reporter, folder, main,
+                                                      (epoch, epoch_iter, steps, total_iters), world, sigterm)
+    if main:
+        save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
+        tqdm.write(f"saved {folder / LATEST} after {steps} iterations")
+    barrier()
+    if sigterm["stop"]:
+        raise GantkError(f"stopped by SIGTERM after iteration {steps}; the state is saved: resume with --continue_train")
+    return folder
+
+
+def _loop(cfg, model, dataset, sampler, loader, reporter, folder, main, position, world, sigterm):
+    """The epochs from `position` (epoch, epoch_iter, steps, total_iters) on; returns where it stopped."""
+    epoch, epoch_iter, steps, total_iters = position
+    last_epoch = cfg.epoch_count + cfg.n_epochs + cfg.n_epochs_decay - 1
+    images_per_step = cfg.batch_size * world
+    while epoch <= last_epoch and not (cfg.max_iters and steps >= cfg.max_iters) and not sigterm["stop"]:
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=epoch_iter * cfg.batch_size)
         epoch_len = epoch_iter + len(loader)
@@ -119,13 +194,14 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
                    mininterval=0.1 if sys.stderr.isatty() else 10.0)
         t_data_start = time.perf_counter()
         g_loss_sum, n_steps = 0.0, 0
-        for batch in bar:
+        for batch in batches(bar, cfg):
             t0 = time.perf_counter()
             model.set_input(batch)
             model.optimize_parameters()
+            losses = model.current_losses()
+            check_losses(losses, epoch, steps + 1, folder)
             prev, steps, epoch_iter = total_iters, steps + 1, epoch_iter + 1
             total_iters += images_per_step
-            losses = model.current_losses()
             g_loss_sum, n_steps = g_loss_sum + sum(v for k, v in losses.items() if k not in model.d_loss_names), n_steps + 1
             crossed = lambda freq: total_iters // freq > prev // freq
             if main:
@@ -138,13 +214,13 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
                 if crossed(cfg.save_latest_freq):
                     save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
             t_data_start = time.perf_counter()
-            if cfg.max_iters and steps >= cfg.max_iters:
+            if (cfg.max_iters and steps >= cfg.max_iters) or sigterm["stop"]:
                 break
         if epoch_iter >= epoch_len:  # the epoch ran to its end (also when --max_iters stopped on its last batch)
             if main:
                 reporter.save_samples(epoch, total_iters, model.current_visuals(), model.visual_rows)
                 if epoch % cfg.save_epoch_freq == 0 or epoch == last_epoch:
-                    save_nets(model, folder, str(epoch))
+                    save_nets(model, folder, str(epoch), total_iters)
             lr = model.update_learning_rate(g_loss_sum / max(n_steps, 1))
             epoch, epoch_iter = epoch + 1, 0
             if main:
@@ -153,8 +229,19 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
             barrier()
         if cfg.max_iters and steps >= cfg.max_iters:
             break
-    if main:
-        save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
-        tqdm.write(f"saved {folder / LATEST} after {steps} iterations")
-    barrier()
-    return folder
+    return epoch, epoch_iter, steps, total_iters
+
+
+def batches(loader, cfg):
+    """The loader's batches; images of different sizes that cannot form a batch stop with one line."""
+    it = iter(loader)
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            if "stack expects each tensor to be equal size" not in str(e):
+                raise
+            raise GantkError(f"--preprocess {cfg.preprocess} with --batch_size {cfg.batch_size}: the images of a "
+                             "batch differ in size; use a crop preprocess or --batch_size 1") from None
