@@ -126,3 +126,22 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(sample_data,
 def test_compile_matches_eager():
     """torch.compile (inductor, CPU C++ codegen) of G and D gives the eager losses and gradients."""
     assert_first_step_matches_eager(compile=True)
+
+
+def test_torchrun_resume_is_exact_with_pools_and_dropout(sample_data, tmp_path):
+    """2 gloo processes, 6 iterations straight == 3, stop, --continue_train to 6: the image pools fill (size 2)
+    and dropout is on, so each process's own RNG stream and pools must come back."""
+    common = dict(pool_size=2, dropout=True, display_freq=100, save_latest_freq=1000)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(name, **extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+               "-m", "gantk"] + tiny_args(sample_data["unaligned"], tmp_path, name, **common, **extra)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun("straight", max_iters=6)
+    torchrun("resumed", max_iters=3)
+    torchrun("resumed", max_iters=6, continue_train=True)
+    state = torch.load(tmp_path / "resumed" / "latest_state.pt", weights_only=True)
+    assert len(state["ranks"]) == 2 and state["steps"] == 6
+    assert_same_weights(nets(tmp_path / "straight"), nets(tmp_path / "resumed"))

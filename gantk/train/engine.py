@@ -20,7 +20,7 @@ from gantk.errors import CheckpointError, GantkError
 from gantk.models.loading import sidecar_path, sidecar_text
 from gantk.models.registry import get_model_class
 from gantk.runtime import resolve_device
-from gantk.train.distributed import barrier, init_distributed, shutdown
+from gantk.train.distributed import any_rank, barrier, gather, init_distributed, shutdown
 from gantk.train.lock import ExperimentLock
 from gantk.train.report import Reporter
 
@@ -68,20 +68,27 @@ def save_nets(model, folder: Path, prefix: str, step: int) -> None:
     save_files(net_files(model, folder, prefix, step))
 
 
-def save_state(model, cfg, folder: Path, epoch: int, epoch_iter: int, steps: int, total_iters: int) -> None:
-    """The resumable state (networks, optimizers, schedulers, scaler, pools, RNG, position, options) and the
-    `latest_net_*` files, written as one set."""
-    check_finite(model)
+def rank_state(model) -> dict:
+    """What differs between torchrun processes: RNG streams and the family's extra state (image pools)."""
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"rng": rng, "extra": model.extra_state()}
+
+
+def save_state(model, cfg, folder: Path, epoch: int, epoch_iter: int, steps: int, total_iters: int,
+               ranks: list[dict]) -> None:
+    """The resumable state (networks, optimizers, schedulers, scaler, position, options, and every process's
+    RNG and pools: `ranks`, from `gather(rank_state(model))`) and the `latest_net_*` files, written as one set."""
+    check_finite(model)
     state = {"format": TRAIN_STATE_FORMAT, "model": cfg.model_name(), "config": cfg.to_dict(),
              "epoch": epoch, "epoch_iter": epoch_iter, "steps": steps, "total_iters": total_iters,
-             "rng": rng, "arch": {name: model.net_arch(name) for name in model.arch_nets}, **model.state_dict()}
+             "arch": {name: model.net_arch(name) for name in model.arch_nets}, **model.state_dict(),
+             "rng": ranks[0]["rng"], "extra": ranks[0]["extra"], "ranks": ranks}
     save_files({**net_files(model, folder, "latest", total_iters), folder / LATEST: state})
 
 
-def resume(model, cfg, folder: Path) -> tuple[int, int, int, int]:
+def resume(model, cfg, folder: Path, rank: int = 0, world: int = 1) -> tuple[int, int, int, int]:
     """Load the latest training state (exact resume) or `<epoch>_net_*.pth` files (networks only)."""
     latest = folder / LATEST
     if cfg.epoch == "latest" and latest.is_file():
@@ -90,10 +97,15 @@ def resume(model, cfg, folder: Path) -> tuple[int, int, int, int]:
             raise CheckpointError(f"{latest}: not a gantk {cfg.model_name()} training state (it holds "
                                   f"{state.get('model') or 'something else'}); resume it with --model "
                                   f"{state.get('model')}, or start anew with --overwrite")
-        model.load_state_dict(state)
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        ranks = state.get("ranks") or [{"rng": state["rng"], "extra": state.get("extra", {})}]
+        if len(ranks) != world:
+            log.warning("%s was saved by %d process(es), this run has %d: each process resumes with process 0's "
+                        "RNG state and image pools (not an exact resume)", latest, len(ranks), world)
+        own = ranks[rank] if len(ranks) == world else ranks[0]
+        model.load_state_dict({**state, "extra": own["extra"]})
+        torch.set_rng_state(own["rng"]["torch"])
+        if "cuda" in own["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(own["rng"]["cuda"])
         return state["epoch"], state["epoch_iter"], state["steps"], state["total_iters"]
     for name, net in model.nets.items():
         path = folder / f"{cfg.epoch}_net_{name}.pth"
@@ -157,7 +169,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     torch.manual_seed(cfg.seed * 7919 + 1009 + rank)
     epoch, epoch_iter, steps, total_iters = cfg.epoch_count, 0, 0, 0
     if cfg.continue_train:
-        epoch, epoch_iter, steps, total_iters = resume(model, cfg, folder)
+        epoch, epoch_iter, steps, total_iters = resume(model, cfg, folder, rank, world)
     reporter = None
     if main:
         for stale in folder.glob(".*.tmp"):  # temp files of saves killed midway
@@ -171,8 +183,9 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     with stop_on_sigterm() as sigterm:
         epoch, epoch_iter, steps, total_iters = _loop(cfg, model, dataset, sampler, loader, reporter, folder, main,
                                                       (epoch, epoch_iter, steps, total_iters), world, sigterm)
+    ranks = gather(rank_state(model))
     if main:
-        save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
+        save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters, ranks)
         tqdm.write(f"saved {folder / LATEST} after {steps} iterations")
     barrier()
     if sigterm["stop"]:
@@ -211,9 +224,13 @@ def _loop(cfg, model, dataset, sampler, loader, reporter, folder, main, position
                     reporter.log_losses(epoch, total_iters, t_comp, t0 - t_data_start, losses, model.learning_rate())
                 if crossed(cfg.display_freq):
                     reporter.save_samples(epoch, total_iters, model.current_visuals(), model.visual_rows)
-                if crossed(cfg.save_latest_freq):
-                    save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
+
+            if crossed(cfg.save_latest_freq):  # every process's RNG and pools go into the state
+                ranks = gather(rank_state(model))
+                if main:
+                    save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters, ranks)
             t_data_start = time.perf_counter()
+            sigterm["stop"] = any_rank(sigterm["stop"])
             if (cfg.max_iters and steps >= cfg.max_iters) or sigterm["stop"]:
                 break
         if epoch_iter >= epoch_len:  # the epoch ran to its end (also when --max_iters stopped on its last batch)
@@ -223,8 +240,9 @@ def _loop(cfg, model, dataset, sampler, loader, reporter, folder, main, position
                     save_nets(model, folder, str(epoch), total_iters)
             lr = model.update_learning_rate(g_loss_sum / max(n_steps, 1))
             epoch, epoch_iter = epoch + 1, 0
+            ranks = gather(rank_state(model))
             if main:
-                save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters)
+                save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters, ranks)
                 tqdm.write(f"end of epoch {epoch - 1}/{last_epoch}: {steps} iterations, learning rate now {lr:.7f}")
             barrier()
         if cfg.max_iters and steps >= cfg.max_iters:
