@@ -5,6 +5,7 @@ import json
 import logging
 import re
 import sys
+from pathlib import Path
 from dataclasses import fields
 
 import click
@@ -185,7 +186,7 @@ def data():
 
 
 @data.command("sample")
-@click.option("--out", type=click.Path(file_okay=False), default="./datasets", show_default=True)
+@click.option("--out", type=click.Path(), default="./datasets", show_default=True)
 @click.option("--size", type=int, default=128, show_default=True, help="image size, px")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="rebuild even if the sets exist")
@@ -193,6 +194,10 @@ def data_sample(out, size, seed, overwrite):
     """Build the offline sample data sets from photographs shipped with scikit-image, and MNIST-style
     IDX files from scikit-learn's handwritten digits."""
     from gantk.data.sample import build_digits, build_sample_data
+    from gantk.io import check_writable
+    check_writable(out, "--out", folder=True)
+    if size < 8:
+        raise GantkError(f"--size must be at least 8 px, got {size}")
     for kind, path in build_sample_data(out, seed=seed, size=size, overwrite=overwrite).items():
         click.echo(f"{kind}: {path}")
     try:
@@ -201,11 +206,15 @@ def data_sample(out, size, seed, overwrite):
         click.echo(f"digits: skipped ({e})")
 
 
-def _sizes(text: str) -> list[int]:
+def _sizes(text: str, option: str = "--sizes") -> list[int]:
+    """Comma-separated positive integers, else a one-line GantkError naming `option`."""
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 128,256") from None
+        values = []
+    if not values or min(values) < 1:
+        raise GantkError(f"{option} {text}: expected comma-separated positive integers, e.g. 128,256")
+    return values
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -250,7 +259,7 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
         click.echo(f"verified {verify}: {len(manifest['files'])} files, parity passed")
         return
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    sizes = _sizes(parity_sizes) if parity_sizes else None
+    sizes = _sizes(parity_sizes, "--parity_sizes") if parity_sizes else None
     check_request(out, fmts, sizes, max_batch, opt_size, max_size)  # before loading anything
     spec, label = load_spec(**src)
     m = spec.multiple
@@ -287,15 +296,25 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
     from gantk.export.parity import load_photos
     from gantk.export.spec import load_spec
     from gantk.runtime import resolve_device
+    from gantk.io import check_writable
     dev = resolve_device(device)
     names = [b.strip() for b in backends.split(",")] if backends else list(BACKENDS if dev.type == "cuda" else CPU_DEFAULT)
     for name in names:
         check_backend(name)
+    batch_list, size_list = _sizes(batches, "--batches"), _sizes(sizes, "--sizes")
+    for option, value, low in (("--warmup", warmup, 0), ("--repeats", repeats, 1), ("--threads", threads, 0),
+                               ("--budget_s", budget_s, 0)):
+        if value < low:
+            raise GantkError(f"{option} must be >= {low}, got {value}")
+    if out:
+        check_writable(Path(out).with_suffix(".json"), "--out")
     spec, label = load_spec(**src)
-    doc = run_bench(spec, names, _sizes(batches), _sizes(sizes), load_photos(image_source), str(dev), warmup,
+    out = out or f"./bench/{label}_{dev.type}"
+    check_writable(Path(out).with_suffix(".json"), "--out")
+    doc = run_bench(spec, names, batch_list, size_list, load_photos(image_source), str(dev), warmup,
                     repeats, threads, budget_s, log=click.echo)
     doc["config"]["command"] = _command_line(click.get_current_context())
-    for path in write_results(doc, out or f"./bench/{label}_{dev.type}"):
+    for path in write_results(doc, out):
         click.echo(f"wrote {path}")
 
 
@@ -316,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # a bad or missing option: one line too, like every other error
+        click.echo(f"gantk: error: {' '.join(e.format_message().split())} (see --help)", err=True)
         return e.exit_code
     except (click.Abort, KeyboardInterrupt):
         click.echo("gantk: interrupted", err=True)

@@ -187,3 +187,19 @@ def test_images_of_different_sizes_in_one_batch_are_one_line(tmp_path, capsys):
     args = tiny_args(tmp_path / "d", tmp_path, max_iters=1, preprocess="none", batch_size=2, serial_batches=True)
     assert main(args) == 2
     one_line_error(capsys, "--preprocess none with --batch_size 2", "crop preprocess")
+
+
+@pytest.mark.parametrize("command", [
+    ["bench", "--netG", "resnet_6blocks", "--ngf", "4", "--sizes", "0"],
+    ["bench", "--netG", "resnet_6blocks", "--ngf", "4", "--batches", "1,0"],
+    ["bench", "--netG", "resnet_6blocks", "--ngf", "4", "--sizes", "32", "--out", "FILE/b"],
+    ["data", "sample", "--out", "FILE"],
+    ["train", "--dataroot", "DATA", "--checkpoints_dir", "FILE"],
+])
+def test_outputs_and_sizes_are_checked_before_the_work(sample_data, tmp_path, capsys, command):
+    (tmp_path / "file").write_text("a file, not a folder")
+    args = [str(tmp_path / "file") + a[4:] if a.startswith("FILE") else str(sample_data["unaligned"]) if a == "DATA"
+            else a for a in command]
+    assert main(args) == 2
+    one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

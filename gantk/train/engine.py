@@ -17,6 +17,7 @@ from gantk.checkpoints import TRAIN_STATE_FORMAT, load_state_dict_checked, read_
 from gantk.config import TrainConfig
 from gantk.data import EpochSampler
 from gantk.errors import CheckpointError, GantkError
+from gantk.io import check_writable
 from gantk.models.loading import sidecar_path, sidecar_text
 from gantk.models.registry import get_model_class
 from gantk.runtime import resolve_device
@@ -36,6 +37,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise GantkError(f"--dataroot {cfg.dataroot}: no such folder")
     cfg.validate()
     resolve_device(cfg.device)
+    check_writable(Path(cfg.checkpoints_dir) / cfg.name, "--checkpoints_dir/--name", folder=True)
     get_model_class(cfg.model_name()).check_config(cfg)
     latest = Path(cfg.checkpoints_dir) / cfg.name / LATEST
     if latest.is_file() and not (cfg.continue_train or cfg.overwrite):
