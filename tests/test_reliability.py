@@ -203,3 +203,13 @@ def test_outputs_and_sizes_are_checked_before_the_work(sample_data, tmp_path, ca
     assert main(args) == 2
     one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_resuming_a_state_without_an_optimizer_is_one_line(trained, capsys):
+    ckpt, data = trained
+    path = ckpt / "t" / "latest_state.pt"
+    state = torch.load(path, weights_only=True)
+    del state["optimizers"]["D"]
+    atomic_save(state, path)  # a consistent file (checksum and all), just incomplete
+    assert main(tiny_args(data, ckpt, max_iters=2, continue_train=True)) == 2
+    one_line_error(capsys, "has no optimizers D")
