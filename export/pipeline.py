@@ -7,12 +7,12 @@ touches the previous folder. manifest.json lists every file beside it (relative 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
+from gantk.checkpoints import sha256_file
 from gantk.errors import GantkError
 from gantk.export.backends import ARTIFACTS, Builder
 from gantk.export.parity import THRESHOLDS, ParityReport, check_parity, load_photos
@@ -64,17 +64,9 @@ def check_request(out: str | Path | None, formats: list[str], sizes: list[int] |
         check_out(out)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(folder: Path) -> dict:
     """{relative path: {sha256, size}} of every file under folder except the manifest."""
-    return {p.relative_to(folder).as_posix(): {"sha256": sha256(p), "size": p.stat().st_size}
+    return {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
             for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / MANIFEST}
 
 
@@ -185,7 +177,7 @@ def verify_export(folder: str | Path, photos: list | None = None, spec: ExportSp
         path = folder / rel
         if not path.is_file():
             raise GantkError(f"{path}: listed in {MANIFEST} but missing")
-        if sha256(path) != want["sha256"]:
+        if sha256_file(path) != want["sha256"]:
             raise GantkError(f"{path}: SHA-256 differs from {MANIFEST} (changed since export)")
     log(f"{folder}: {len(manifest['files'])} files match {MANIFEST}")
     source = manifest.get("source") or {}
