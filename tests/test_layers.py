@@ -13,10 +13,11 @@ LAYERS = [
     ("gantk.io", "gantk.runtime", "gantk.checkpoints"),  # files, devices and CPU facts, checkpoint files
     ("gantk.kernels",),                        # ops only: Triton and C kernels, custom ops, autograd
     ("gantk.nn", "gantk.data"),
+    ("gantk.metrics",),                        # PSNR/SSIM/MAE, FID/KID on extracted features
     ("gantk.acceleration",),                   # the speed-option vocabulary and every module swap
     ("gantk.config",),                         # option dataclasses, choice lists
     ("gantk.models",),                         # families: registry, generator loader, training steps
-    ("gantk.train", "gantk.translate", "gantk.stylize", "gantk.export"),
+    ("gantk.train", "gantk.translate", "gantk.evaluate", "gantk.stylize", "gantk.export"),
     ("gantk.bench",),
     ("gantk.cli",),
     ("gantk.__main__",),

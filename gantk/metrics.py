@@ -1,0 +1,183 @@
+"""Image-quality metrics for translated images.
+
+Paired (one output per reference image): `psnr`, `ssim`, `mae`. Each takes two images of equal shape, either
+uint8 (or any numeric) HxWxC / HxW arrays on the 0..255 scale, or float tensors in [-1, 1] (CHW or 1CHW), which
+are mapped to 0..255 by (t + 1) * 127.5 without rounding; all arithmetic is float64.
+
+Unpaired (two sets of images): `frechet_distance` (FID, Heusel et al. 2017, as pytorch-fid computes it) and
+`kid` (KID, Binkowski et al. 2018, as torch-fidelity computes it) on features from a `FeatureExtractor`,
+by default the FID Inception-v3 (`gantk.nn.inception`). `PROTOCOL` records how numbers were made.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from scipy import linalg, ndimage
+
+from gantk.errors import GantkError
+
+# SSIM constants of Wang et al. 2004 with scikit-image's Gaussian-window options.
+SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_TRUNCATE = 0.01, 0.03, 1.5, 3.5
+
+# how the numbers are made; evaluate writes it beside every result
+PROTOCOL = {
+    "paired_scale": "8-bit, 0..255 (tensors in [-1, 1]: (t + 1) * 127.5), float64",
+    "psnr": "10 log10(255^2 / MSE over all pixels and channels)",
+    "ssim": "Wang et al. 2004, Gaussian window sigma 1.5 truncated at 3.5 sigma (11 px), reflect padding, "
+            "K1 0.01, K2 0.03, population covariance, data_range 255, border of 5 px cropped, mean over "
+            "channels (= skimage structural_similarity(gaussian_weights=True, sigma=1.5, "
+            "use_sample_covariance=False, data_range=255, channel_axis=-1))",
+    "mae": "mean |a - b| on the 0..255 scale",
+    "features": "pytorch-fid's Inception-v3 pool3 (2048-d); 8-bit RGB files -> [-1, 1], resized to 299x299 "
+                "bilinear (align_corners=False, no antialiasing)",
+    "fid": "||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), sample covariance (N - 1), float64; "
+           "eps 1e-6 added to both diagonals when the product is singular",
+    "kid": "unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 over random subsets (without replacement) of both "
+           "sets; mean and std over the subsets",
+}
+
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
+"""NCHW float images in [-1, 1] -> (N, D) features (e.g. `gantk.nn.inception.FIDInceptionV3`)."""
+
+
+def as_255(x) -> np.ndarray:
+    """An image as a float64 HxW(xC) array on the 0..255 scale: tensors in [-1, 1] (CHW or 1CHW) are moved
+    to HWC and mapped by (t + 1) * 127.5; arrays are taken as they are (uint8 HxWxC)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu().double()
+        t = t[0] if t.dim() == 4 else t
+        return ((t.permute(1, 2, 0) if t.dim() == 3 else t) + 1).numpy() * 127.5
+    return np.asarray(x, dtype=np.float64)
+
+
+def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = as_255(a), as_255(b)
+    if a.shape != b.shape:
+        raise GantkError(f"images differ in shape: {a.shape} vs {b.shape}")
+    return a, b
+
+
+def mae(a, b) -> float:
+    """Mean absolute error on the 0..255 scale (uint8 HxWxC arrays or [-1, 1] tensors)."""
+    a, b = _pair(a, b)
+    return float(np.mean(np.abs(a - b)))
+
+
+def psnr(a, b, data_range: float = 255) -> float:
+    """Peak signal-to-noise ratio in dB (uint8 HxWxC arrays or [-1, 1] tensors, compared on 0..255);
+    inf for identical images. Equals skimage's peak_signal_noise_ratio(a, b, data_range=data_range)."""
+    a, b = _pair(a, b)
+    mse = np.mean((a - b) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
+
+
+def ssim(a, b, data_range: float = 255) -> float:
+    """Mean structural similarity (uint8 HxWxC or HxW arrays, or [-1, 1] tensors, on 0..255) with an 11 px
+    Gaussian window, averaged over channels: skimage's structural_similarity(..., gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1). Images need sides >= 11 px."""
+    a, b = _pair(a, b)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    pad = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+    if min(a.shape[:2]) < 2 * pad + 1:
+        raise GantkError(f"SSIM needs images of at least {2 * pad + 1} px a side, got {a.shape[:2]}")
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    scores = []
+    for x, y in zip(np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0)):
+        mx, my, mxx, myy, mxy = (ndimage.gaussian_filter(v, SSIM_SIGMA, mode="reflect", truncate=SSIM_TRUNCATE)
+                                 for v in (x, y, x * x, y * y, x * y))
+        vx, vy, cxy = mxx - mx * mx, myy - my * my, mxy - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+        scores.append(s[pad:-pad, pad:-pad].mean())
+    return float(np.mean(scores))
+
+
+def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance) of (N, D) features in float64, covariance with N - 1 as np.cov (N >= 2)."""
+    f = np.asarray(feats, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise GantkError(f"feature statistics need at least 2 feature vectors, got shape {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrtm(sigma1 sigma2)). As pytorch-fid: when sqrtm of the product
+    is not finite (singular product), `eps` is added to both diagonals; a small imaginary part from rounding
+    is dropped, a large one (|imag| > 1e-3 on the diagonal) is an error."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
+        raise GantkError(f"Fréchet distance: shapes do not match: mu {mu1.shape}, {mu2.shape}; "
+                         f"sigma {s1.shape}, {s2.shape}")
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(mu1)) * eps
+        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise GantkError(f"Fréchet distance: sqrtm has an imaginary component "
+                             f"{np.max(np.abs(covmean.imag)):.3g} (too few images for the feature size?)")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def polynomial_mmd2(f1: np.ndarray, f2: np.ndarray, degree: int = 3, gamma: float | None = None,
+                    coef0: float = 1) -> float:
+    """Unbiased MMD^2 of two feature sets with k(x, y) = (gamma x.y + coef0)^degree, gamma 1/D by default:
+    mean of k over distinct pairs within each set, minus twice the mean over all cross pairs."""
+    gamma = 1.0 / f1.shape[1] if gamma is None else gamma
+    k = lambda x, y: (x @ y.T * gamma + coef0) ** degree  # noqa: E731
+    k11, k22, k12 = k(f1, f1), k(f2, f2), k(f1, f2)
+    m, n = len(f1), len(f2)
+    within = lambda kk, s: (kk.sum() - np.trace(kk)) / (s * (s - 1))  # noqa: E731
+    return float(within(k11, m) + within(k22, n) - 2 * k12.mean())
+
+
+def kid(feats1, feats2, subsets: int = 100, subset_size: int = 1000, degree: int = 3, gamma: float | None = None,
+        coef0: float = 1, seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance: (mean, std) of `polynomial_mmd2` over `subsets` random subsets of
+    `subset_size` features drawn without replacement from each set (numpy RandomState(seed), as torch-fidelity).
+    A `subset_size` above the smaller set's size is lowered to it (`kid_subset_size` gives the value used)."""
+    f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    size = kid_subset_size(len(f1), len(f2), subset_size)
+    rng = np.random.RandomState(seed)
+    mmds = [polynomial_mmd2(f1[rng.choice(len(f1), size, replace=False)],
+                            f2[rng.choice(len(f2), size, replace=False)], degree, gamma, coef0)
+            for _ in range(subsets)]
+    return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def kid_subset_size(n1: int, n2: int, subset_size: int = 1000) -> int:
+    """The KID subset size used for sets of n1 and n2 features: min(subset_size, n1, n2), at least 2."""
+    size = min(subset_size, n1, n2)
+    if size < 2:
+        raise GantkError(f"KID needs at least 2 images in each set, got {n1} and {n2}")
+    return size
+
+
+@torch.no_grad()
+def extract_features(extractor: FeatureExtractor, images: Iterable[torch.Tensor], batch_size: int = 32,
+                     device="cpu") -> np.ndarray:
+    """(N, D) float64 features of CHW images in [-1, 1] (any iterable, e.g. lazily loaded files),
+    run in batches of equal-size images."""
+    feats, batch = [], []
+
+    def flush():
+        if batch:
+            feats.append(extractor(torch.stack(batch).to(device)).double().cpu().numpy())
+            batch.clear()
+    for img in images:
+        if batch and (len(batch) == batch_size or img.shape != batch[0].shape):
+            flush()
+        batch.append(img)
+    flush()
+    return np.concatenate(feats) if feats else np.zeros((0, 0))
+
+
+def fid_from_features(feats1, feats2) -> float:
+    """FID of two (N, D) feature sets."""
+    return frechet_distance(*feature_statistics(feats1), *feature_statistics(feats2))

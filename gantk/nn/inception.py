@@ -1,0 +1,209 @@
+"""The FID Inception-v3: pytorch-fid's network, 2048-d pool3 features of images in [-1, 1].
+
+Module names follow torchvision's Inception3 as pytorch-fid patches it (`FIDInceptionA/C/E_1/E_2` blocks;
+`Conv2d_1a_3x3.conv.weight`, `Conv2d_1a_3x3.bn.running_mean`, ... `Mixed_7c.branch_pool.bn.bias`, `fc.weight`),
+so pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (ported from the TensorFlow graph of the FID paper)
+loads unchanged. No weights ship with gantk: the file is given by the user (`--inception-weights` or
+$GANTK_INCEPTION); `"random"` is a seeded random network for tests (numbers meaningless).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gantk.checkpoints import load_state_dict_checked, read_checkpoint
+from gantk.errors import GantkError
+
+log = logging.getLogger("gantk.inception")
+
+FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                   "pt_inception-2015-12-05-6726825d.pth")
+WEIGHTS_ENV = "GANTK_INCEPTION"
+RANDOM_WEIGHTS = "random"  # test switch: seeded random weights, FID/KID values meaningless
+INPUT_SIZE = 299
+FEATURE_DIM = 2048
+
+
+class BasicConv2d(nn.Module):
+    """Conv (no bias) + BatchNorm (eps 0.001) + ReLU, keys `conv.*`, `bn.*`."""
+
+    def __init__(self, cin: int, cout: int, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _avg_pool(x):
+    """The TF graph's 3x3 average pool: padding not counted (pytorch-fid's change to torchvision)."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+class FIDInceptionA(nn.Module):
+    def __init__(self, cin: int, pool_features: int):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64, 1)
+        self.branch5x5_1 = BasicConv2d(cin, 48, 1)
+        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
+        self.branch_pool = BasicConv2d(cin, pool_features, 1)
+
+    def forward(self, x):
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_avg_pool(x))], 1)
+
+
+class InceptionB(nn.Module):
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, stride=2)], 1)
+
+
+class FIDInceptionC(nn.Module):
+    def __init__(self, cin: int, channels_7x7: int):
+        super().__init__()
+        c7 = channels_7x7
+        self.branch1x1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        d = x
+        for i in range(1, 6):
+            d = getattr(self, f"branch7x7dbl_{i}")(d)
+        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg_pool(x))], 1)
+
+
+class InceptionD(nn.Module):
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([b3, b7, F.max_pool2d(x, 3, stride=2)], 1)
+
+
+class FIDInceptionE(nn.Module):
+    """Mixed_7b (`max_pool=False`: FIDInceptionE_1, average pool) and Mixed_7c (FIDInceptionE_2, max pool)."""
+
+    def __init__(self, cin: int, max_pool: bool):
+        super().__init__()
+        self.max_pool = max_pool
+        self.branch1x1 = BasicConv2d(cin, 320, 1)
+        self.branch3x3_1 = BasicConv2d(cin, 384, 1)
+        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x):
+        b = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b), self.branch3x3_2b(b)], 1)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        dbl = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
+        pool = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
+        return torch.cat([self.branch1x1(x), b3, dbl, self.branch_pool(pool)], 1)
+
+
+class FIDInceptionV3(nn.Module):
+    """pytorch-fid's InceptionV3 up to pool3: images in [-1, 1] (any size) -> (N, 2048) features.
+    The input is resized to 299 x 299 (bilinear, align_corners=False, no antialiasing) as pytorch-fid does.
+    `fc` (1008 classes) is kept only so that the published file loads strictly; it is not run."""
+
+    def __init__(self):
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
+        self.Mixed_5b = FIDInceptionA(192, pool_features=32)
+        self.Mixed_5c = FIDInceptionA(256, pool_features=64)
+        self.Mixed_5d = FIDInceptionA(288, pool_features=64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+        self.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+        self.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+        self.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b = FIDInceptionE(1280, max_pool=False)
+        self.Mixed_7c = FIDInceptionE(2048, max_pool=True)
+        self.fc = nn.Linear(2048, 1008)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, 3, stride=2)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, 3, stride=2)
+        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
+            x = getattr(self, f"Mixed_{name}")(x)
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def resolve_inception_weights(weights: str | None, option: str = "--inception-weights") -> str:
+    """The weights file from `weights`, else $GANTK_INCEPTION; a one-line error naming the option."""
+    w = weights or os.environ.get(WEIGHTS_ENV, "")
+    if not w:
+        raise GantkError(f"FID/KID need Inception weights: download {FID_WEIGHTS_URL} and pass {option} FILE "
+                         f"(or set {WEIGHTS_ENV}=FILE)")
+    if w != RANDOM_WEIGHTS and not Path(w).is_file():
+        raise GantkError(f"{option} {w}: no such file (pytorch-fid's Inception weights: {FID_WEIGHTS_URL})")
+    return w
+
+
+def load_fid_inception(weights: str | None = None, device="cpu", option: str = "--inception-weights"
+                       ) -> FIDInceptionV3:
+    """A frozen FIDInceptionV3 in eval mode from pytorch-fid's file (or $GANTK_INCEPTION); `"random"`: seeded
+    random weights (Kaiming-normal convolutions, so activations keep their scale), for tests only."""
+    source = resolve_inception_weights(weights, option)
+    net = FIDInceptionV3()
+    if source == RANDOM_WEIGHTS:
+        log.warning("Inception is randomly initialised (test switch %r): FID/KID values are meaningless",
+                    RANDOM_WEIGHTS)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for m in net.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    else:
+        sd = read_checkpoint(source)
+        own = net.state_dict()  # files saved before BatchNorm counted its batches have no num_batches_tracked
+        sd.update({k: own[k] for k in own if k.endswith("num_batches_tracked") and k not in sd})
+        load_state_dict_checked(net, sd, source, f" (expected pytorch-fid's Inception weights: {FID_WEIGHTS_URL})")
+    return net.eval().requires_grad_(False).to(device)
