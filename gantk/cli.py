@@ -318,6 +318,28 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
         click.echo(f"wrote {path}")
 
 
+@cli.command("eval")
+@click.option("--results", required=True, type=click.Path(), help="folder of translated images (translate's images/)")
+@click.option("--reference", type=click.Path(), default=None, help="folder of reference images (paired: matched by "
+              "file name; default with --paired: the <stem>_target images beside <stem>_fake in --results)")
+@click.option("--paired", is_flag=True, help="PSNR, SSIM, MAE per matched pair; without it FID and KID of the sets")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="JSON record [default: <results>/eval.json]")
+@click.option("--inception-weights", "inception_weights", default=None,
+              help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for FID/KID (default: $GANTK_INCEPTION)")
+@click.option("--batch-size", "batch_size", type=int, default=32, show_default=True, help="images per Inception batch")
+@click.option("--kid-subsets", "kid_subsets", type=int, default=100, show_default=True)
+@click.option("--kid-subset-size", "kid_subset_size", type=int, default=1000, show_default=True,
+              help="lowered to the smaller set's image count")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the KID subsets")
+@click.option("--device", default="auto", show_default=True)
+def eval_cmd(**o):
+    """Score translated images: PSNR/SSIM/MAE against paired references, or FID/KID against a reference set."""
+    from gantk.evaluate import format_table, run_eval
+    doc, out = run_eval(**o, log=lambda msg: None)
+    click.echo(format_table(doc))
+    click.echo(f"wrote {out}")
+
+
 def _one_line(e: Exception) -> str:
     """The user-facing line of an error, also when it was re-raised from a DataLoader worker."""
     msg = str(e).strip()
