@@ -1,0 +1,259 @@
+"""gantk.metrics and `gantk eval` against independent truths: scikit-image's PSNR/SSIM on real photos,
+hand-computed Fréchet distances and an explicit double-loop MMD^2; one-line errors before any work."""
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from gantk import metrics
+from gantk.cli import main
+from gantk.io import pil_to_tensor
+from gantk.nn.inception import FIDInceptionV3, load_fid_inception
+
+RNG = np.random.default_rng(0)
+
+
+def noisy(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    return np.clip(img + np.random.default_rng(seed).normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+def jpeg(img: np.ndarray, quality: int = 20) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert(img.ndim == 2 and "L" or "RGB"))
+
+
+def skimage_ssim(a, b):
+    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=255, channel_axis=-1 if a.ndim == 3 else None)
+
+
+def random_cov(d: int, rng=RNG) -> np.ndarray:
+    a = rng.normal(size=(d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+def sqrtm_psd(s: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def fid_by_eigh(mu1, s1, mu2, s2) -> float:
+    """Tr sqrtm(S1 S2) = Tr sqrtm(S1^1/2 S2 S1^1/2): symmetric square roots only (eigh), no scipy sqrtm."""
+    r = sqrtm_psd(s1)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(sqrtm_psd(r @ s2 @ r)))
+
+
+# ---- Fréchet distance ----
+
+def test_frechet_of_identical_gaussians_is_zero():
+    mu, s = RNG.normal(size=8), random_cov(8)
+    assert abs(metrics.frechet_distance(mu, s, mu, s)) < 1e-6
+
+
+def test_frechet_of_diagonal_gaussians_by_hand():
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 2.5])
+    s1, s2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    want = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))  # 5.25 + (4 + 1 + 0) = 10.25
+    assert want == pytest.approx(10.25)
+    assert metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(want, abs=1e-9)
+
+
+def test_frechet_matches_a_direct_computation():
+    for d in (1, 5, 32):
+        mu1, mu2, s1, s2 = RNG.normal(size=d), RNG.normal(size=d), random_cov(d), random_cov(d)
+        assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(fid_by_eigh(mu1, s1, mu2, s2), rel=1e-8)
+
+
+def test_frechet_of_singular_covariances_is_finite_and_close():
+    """Fewer samples than dimensions: rank-deficient covariances (the eps offset path of pytorch-fid)."""
+    f1, f2 = RNG.normal(size=(5, 12)), RNG.normal(size=(5, 12)) + 0.5
+    (mu1, s1), (mu2, s2) = metrics.feature_statistics(f1), metrics.feature_statistics(f2)
+    got = metrics.frechet_distance(mu1, s1, mu2, s2)
+    assert np.isfinite(got)
+    assert got == pytest.approx(fid_by_eigh(mu1, s1, mu2, s2), abs=1e-3)
+
+
+def test_feature_statistics_are_mean_and_sample_covariance():
+    f = RNG.normal(size=(50, 4))
+    mu, s = metrics.feature_statistics(f)
+    np.testing.assert_allclose(mu, f.mean(0))
+    np.testing.assert_allclose(s, (f - mu).T @ (f - mu) / 49)
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise():
+    f = RNG.normal(size=(400, 16))
+    assert abs(metrics.fid_from_features(f, f)) < 1e-6
+    fids = [metrics.fid_from_features(f, f + RNG.normal(scale=s, size=f.shape)) for s in (0.1, 0.5, 1.0, 2.0)]
+    assert all(a < b for a, b in zip(fids, fids[1:])), fids
+    kids = [metrics.kid(f, f + RNG.normal(scale=s, size=f.shape), subsets=20, subset_size=200)[0]
+            for s in (0.5, 1.0, 2.0)]
+    assert all(a < b for a, b in zip(kids, kids[1:])), kids
+
+
+# ---- KID ----
+
+def mmd2_by_loops(x, y, d):
+    k = lambda a, b: (sum(p * q for p, q in zip(a, b)) / d + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    kxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kxy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return kxx + kyy - 2 * kxy
+
+
+def test_polynomial_mmd2_is_the_unbiased_estimator():
+    x = [[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [2.0, 1.0, 1.0], [0.0, 0.0, -1.0]]
+    y = [[1.0, 1.0, 1.0], [-1.0, 0.5, 2.0], [0.0, 2.0, 0.0]]
+    got = metrics.polynomial_mmd2(np.array(x), np.array(y))
+    assert got == pytest.approx(mmd2_by_loops(x, y, 3), rel=1e-12)
+
+
+def test_kid_averages_subsets_drawn_as_torch_fidelity():
+    f1, f2 = RNG.normal(size=(7, 3)), RNG.normal(size=(6, 3)) + 0.3
+    rng = np.random.RandomState(5)
+    want = []
+    for _ in range(4):
+        a, b = f1[rng.choice(7, 5, replace=False)], f2[rng.choice(6, 5, replace=False)]
+        want.append(mmd2_by_loops(a.tolist(), b.tolist(), 3))
+    mean, std = metrics.kid(f1, f2, subsets=4, subset_size=5, seed=5)
+    assert (mean, std) == pytest.approx((np.mean(want), np.std(want)), rel=1e-10)
+    assert metrics.kid(f1, f2, subsets=2, subset_size=1000)[0] == pytest.approx(  # lowered to 6 images
+        metrics.kid(f1, f2, subsets=2, subset_size=6)[0])
+
+
+# ---- PSNR, SSIM, MAE ----
+
+@pytest.mark.parametrize("degrade", [lambda a: noisy(a, 20), lambda a: noisy(a, 3, seed=1), jpeg],
+                         ids=["noise20", "noise3", "jpeg20"])
+def test_psnr_ssim_match_scikit_image_on_a_photo(degrade):
+    a = skdata.astronaut()[::2, ::2]
+    b = degrade(a)
+    assert metrics.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-6)
+    assert metrics.ssim(a, b) == pytest.approx(skimage_ssim(a, b), abs=1e-4)
+    assert metrics.mae(a, b) == pytest.approx(np.abs(a.astype(float) - b).mean())
+    grey_a, grey_b = a[..., 0], b[..., 0]
+    assert metrics.ssim(grey_a, grey_b) == pytest.approx(skimage_ssim(grey_a, grey_b), abs=1e-4)
+
+
+def test_tensors_in_minus_one_one_score_as_their_8bit_images():
+    a = skdata.astronaut()[:96, :96]
+    b = jpeg(a)
+    ta, tb = (pil_to_tensor(Image.fromarray(x)) for x in (a, b))
+    for f in (metrics.psnr, metrics.ssim, metrics.mae):
+        assert f(ta, tb.unsqueeze(0)) == pytest.approx(f(a, b), rel=1e-5)
+    assert metrics.psnr(a, a) == float("inf") and metrics.ssim(a, a) == pytest.approx(1.0)
+
+
+# ---- the FID Inception ----
+
+def test_fid_inception_has_pytorch_fid_keys_and_2048_features():
+    net = FIDInceptionV3()
+    keys = net.state_dict().keys()
+    for k in ("Conv2d_1a_3x3.conv.weight", "Conv2d_4a_3x3.bn.running_var", "Mixed_5b.branch_pool.conv.weight",
+              "Mixed_6e.branch7x7dbl_5.bn.bias", "Mixed_7a.branch7x7x3_4.conv.weight",
+              "Mixed_7c.branch3x3dbl_3b.bn.running_mean", "fc.weight", "fc.bias"):
+        assert k in keys
+    assert not any("AuxLogits" in k for k in keys)
+    assert sum(p.numel() for p in net.parameters()) == 23_850_960  # torchvision inception_v3, 1008 classes, no aux
+    assert tuple(net.fc.weight.shape) == (1008, 2048)
+
+
+def test_random_inception_features_give_fid_zero_on_itself_and_more_with_noise(tmp_path):
+    net = load_fid_inception("random")
+    photo = skdata.astronaut()
+    crops = [photo[y:y + 64, x:x + 64] for y, x in ((0, 0), (100, 200), (300, 300), (200, 50), (400, 400))]
+    feats = {s: metrics.extract_features(net, [pil_to_tensor(Image.fromarray(noisy(c, s) if s else c)) for c in crops],
+                                         batch_size=3) for s in (0, 60)}
+    assert feats[0].shape == (5, 2048) and np.isfinite(feats[0]).all()
+    same, far = metrics.fid_from_features(feats[0], feats[0]), metrics.fid_from_features(feats[0], feats[60])
+    assert abs(same) < 1e-6 * far and far > 0
+    # a file without num_batches_tracked (as pytorch-fid's) loads and gives the same features
+    sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(sd, tmp_path / "inception.pth")
+    again = metrics.extract_features(load_fid_inception(str(tmp_path / "inception.pth")),
+                                     [pil_to_tensor(Image.fromarray(crops[0]))])
+    np.testing.assert_allclose(again, feats[0][:1], rtol=1e-5, atol=1e-6)
+
+
+# ---- gantk eval ----
+
+def write_pairs(tmp_path):
+    """results/ (JPEG-degraded) and reference/ photo crops matched by name, plus translate's images/ layout."""
+    photo = skdata.astronaut()
+    ref, res, images = tmp_path / "reference", tmp_path / "results", tmp_path / "images"
+    for d in (ref, res, images):
+        d.mkdir()
+    truth = {}
+    for i, (y, x) in enumerate(((0, 0), (120, 200), (300, 260))):
+        a = photo[y:y + 48, x:x + 64]
+        b = jpeg(a, 15)
+        Image.fromarray(a).save(ref / f"x{i}.png")
+        Image.fromarray(b).save(res / f"x{i}.png")
+        Image.fromarray(a).save(images / f"x{i}_target.png")
+        Image.fromarray(b).save(images / f"x{i}_fake.png")
+        Image.fromarray(a).save(images / f"x{i}_real.png")
+        truth[f"x{i}"] = (peak_signal_noise_ratio(a, b, data_range=255), skimage_ssim(a, b))
+    return ref, res, images, truth
+
+
+def test_eval_paired_end_to_end(tmp_path, capsys):
+    ref, res, images, truth = write_pairs(tmp_path)
+    for args in (["--results", str(res), "--reference", str(ref)], ["--results", str(images)]):
+        out = tmp_path / "eval.json"
+        assert main(["eval", *args, "--paired", "--out", str(out)]) == 0
+        doc = json.loads(out.read_text())
+        assert [r["name"] for r in doc["per_image"]] == ["x0", "x1", "x2"]
+        for r in doc["per_image"]:
+            assert (r["psnr"], r["ssim"]) == pytest.approx(truth[r["name"]], abs=1e-4)
+        assert doc["mean"]["psnr"] == pytest.approx(np.mean([t[0] for t in truth.values()]))
+        assert doc["protocol"]["images"] == 3 and "ssim" in doc["protocol"]
+        table = capsys.readouterr().out
+        assert "PSNR" in table and "mean" in table and f"wrote {out}" in table
+
+
+def test_eval_unpaired_with_random_inception(tmp_path, capsys):
+    ref, res, _, _ = write_pairs(tmp_path)
+    out = tmp_path / "fid.json"
+    assert main(["eval", "--results", str(res), "--reference", str(ref), "--inception-weights", "random",
+                 "--kid-subsets", "5", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["fid"] > 0 and np.isfinite(doc["kid"]["mean"])
+    p = doc["protocol"]
+    assert p["images"] == {"results": 3, "reference": 3} and p["kid_subset_size"] == 3 and p["kid_subsets"] == 5
+    assert "299" in p["features"] and "FID" in capsys.readouterr().out
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gantk: error:") and err.count("\n") == 1, err
+    return err
+
+
+def test_eval_errors_are_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    ref, res, images, _ = write_pairs(tmp_path)
+    monkeypatch.delenv("GANTK_INCEPTION", raising=False)
+    out = tmp_path / "e.json"
+    o = ["--out", str(out)]
+    assert "--inception-weights" in one_line_error(capsys, ["eval", "--results", str(res), "--reference", str(ref), *o])
+    assert "no such file" in one_line_error(capsys, ["eval", "--results", str(res), "--reference", str(ref),
+                                                     "--inception-weights", str(tmp_path / "none.pth"), *o])
+    assert "--reference" in one_line_error(capsys, ["eval", "--results", str(res), "--inception-weights", "random", *o])
+    assert "no such folder" in one_line_error(capsys, ["eval", "--results", str(tmp_path / "nope"), "--paired", *o])
+    assert "_fake" in one_line_error(capsys, ["eval", "--results", str(res), "--paired", *o])
+    (images / "x1_target.png").unlink()
+    assert "x1" in one_line_error(capsys, ["eval", "--results", str(images), "--paired", *o])
+    Image.new("RGB", (10, 10)).save(res / "extra.png")
+    assert "extra" in one_line_error(capsys, ["eval", "--results", str(res), "--reference", str(ref), "--paired", *o])
+    (res / "extra.png").unlink()
+    Image.new("RGB", (10, 10)).save(res / "x0.png")
+    assert "10x10" in one_line_error(capsys, ["eval", "--results", str(res), "--reference", str(ref), "--paired", *o])
+    assert "--out" in one_line_error(capsys, ["eval", "--results", str(res), "--reference", str(ref), "--paired",
+                                              "--out", str(tmp_path)])
+    assert not out.exists()
