@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
 from gantk.cli import main
 from gantk.errors import GantkError
@@ -328,31 +329,136 @@ def test_aoti_package_parity(aoti_package, photos):
     assert report.passed, report.table()
 
 
-def test_cpp_app_runs_the_aoti_package(aoti_package, tmp_path, photos):
+@pytest.fixture(scope="module")
+def cpp_app(tmp_path_factory):
+    """export/cpp built once (cmake against the torch wheel's libtorch) for every C++ test."""
     if not (shutil.which("cmake") and shutil.which("c++")):
         pytest.skip("cmake and a C++ compiler are needed to build export/cpp")
-    spec, package = aoti_package
-    build = tmp_path / "build"
+    build = tmp_path_factory.mktemp("cpp") / "build"
     src = Path(__file__).resolve().parents[1] / "export" / "cpp"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *gen, f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
-                   check=True, capture_output=True)
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *gen, "-DCMAKE_CXX_FLAGS=-Wall -Wextra",
+                    f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True)
-    exe = build / "gantk_infer"
+    return build / "gantk_infer"
+
+
+def run_cpp(exe, package, src, dst, *extra):
+    return subprocess.run([str(exe), "--model", str(package), "--input", str(src), "--output", str(dst), *extra],
+                          capture_output=True, text=True)
+
+
+def cpp_vs_python(exe, package, src, tmp_path, name="o"):
+    """gantk_infer and Python's Runner.translate_file on the same file: both outputs as uint8 arrays."""
+    run = run_cpp(exe, package, src, tmp_path / f"{name}.cpp.png")
+    assert run.returncode == 0, run.stderr
+    load_runner(package).translate_file(src, tmp_path / f"{name}.py.png")
+    got, want = (np.asarray(Image.open(tmp_path / f"{name}.{k}.png")).astype(int) for k in ("cpp", "py"))
+    return got, want
+
+
+def chelsea(w=451, h=300):
+    from skimage import data
+    return Image.fromarray(data.chelsea()).crop((0, 0, w, h))  # 451x300 whole; smaller crops from the top-left
+
+
+def one_line_cpp_error(run, needle):
+    assert run.returncode == 1 and run.stderr.startswith("gantk_infer: error:"), run.stderr
+    assert run.stderr.count("\n") == 1 and needle in run.stderr, run.stderr
+
+
+def test_cpp_app_runs_the_aoti_package(aoti_package, cpp_app, tmp_path, photos):
+    _, package = aoti_package
     img = tmp_path / "in.png"
     photos[1].resize((66, 41)).save(img)
-    run = subprocess.run([str(exe), "--model", str(package), "--input", str(img), "--output", str(tmp_path / "o.png")],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    got = pil_to_tensor(load_image(tmp_path / "o.png"))
-    x = pil_to_tensor(load_image(img))[:, :40, :64]  # the app crops to a multiple of 4 from the top-left
-    with torch.no_grad():
-        want = spec.net(x[None])[0]
-    want8 = ((want.clamp(-1, 1) + 1) * 127.5).round()
-    assert ((got + 1) * 127.5).round().sub(want8).abs().max() <= 1  # same 8-bit picture up to rounding
-    bad = subprocess.run([str(exe), "--model", str(tmp_path / "none.pt2"), "--input", str(img), "--output", "x.png"],
-                         capture_output=True, text=True)
-    assert bad.returncode == 1 and bad.stderr.startswith("gantk_infer: error:") and bad.stderr.count("\n") == 1
+    got, want = cpp_vs_python(cpp_app, package, img, tmp_path)
+    assert got.shape == want.shape == (40, 64, 3)  # 66 -> 64 (16.5 rounds to even), 41 -> 40: resized, not cut
+    assert np.abs(got - want).max() <= 1  # same 8-bit picture up to rounding
+    bad = run_cpp(cpp_app, tmp_path / "none.pt2", img, "x.png")
+    one_line_cpp_error(bad, "model file not found")
+
+
+@pytest.mark.parametrize("size", [(127, 98), (123, 101)])
+def test_cpp_app_odd_sized_photo_matches_python(aoti_package, cpp_app, tmp_path, size):
+    """Odd sizes are resized to the nearest multiple of 4 as Python does (127x98 -> 128x96, 123x101 -> 124x100),
+    not cropped from the top-left."""
+    _, package = aoti_package
+    img = tmp_path / "odd.png"
+    chelsea(*size).save(img)
+    got, want = cpp_vs_python(cpp_app, package, img, tmp_path)
+    assert got.shape == want.shape == ((96, 128, 3) if size == (127, 98) else (100, 124, 3))
+    assert np.abs(got - want).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["L", "I;16", "RGBA", "LA", "P"])
+def test_cpp_app_converts_gray_rgba_and_palette_photos_like_python(aoti_package, cpp_app, tmp_path, kind):
+    """A grayscale (8- or 16-bit), RGBA, grey+alpha or palette PNG into the 3-channel model: the same picture
+    as Python's, and the same bytes on every run (it used to crash or write garbage)."""
+    _, package = aoti_package
+    photo = chelsea(97, 75)
+    if kind == "I;16":
+        img = Image.fromarray((np.asarray(photo.convert("L")).astype(np.uint16) * 257 + 100))
+    elif kind in ("RGBA", "LA"):
+        img = photo.convert(kind)
+        img.putalpha(Image.fromarray(np.random.RandomState(0).randint(0, 256, (75, 97)).astype(np.uint8)))
+    else:
+        img = photo.convert(kind)
+    src = tmp_path / "in.png"
+    img.save(src)
+    got, want = cpp_vs_python(cpp_app, package, src, tmp_path)
+    assert got.shape == want.shape == (76, 96, 3)
+    assert np.abs(got - want).max() <= 1
+    again = run_cpp(cpp_app, package, src, tmp_path / "again.png")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "o.cpp.png").read_bytes()
+
+
+def test_cpp_resize_matches_pillow_pixel_for_pixel(aoti_package, cpp_app, tmp_path):
+    """--dump_input writes what the app feeds the model: Python's transform(load_image(...)) exactly, over
+    sizes that round up, down, to even and stay, both pass orders, grey and RGB targets."""
+    from gantk.data.transforms import transform
+    _, package = aoti_package
+    for i, (w, h) in enumerate([(451, 300), (451, 301), (127, 98), (98, 127), (30, 90), (90, 30), (62, 14),
+                                (13, 61), (5, 7), (3, 2), (64, 48)]):
+        for nc in (3, 1):
+            src, pre = tmp_path / f"{i}.png", tmp_path / f"{i}.{nc}.pre.png"
+            chelsea(w, h).convert("RGB" if i % 2 else "L").save(src)
+            run = subprocess.run([str(cpp_app), "--model", str(package), "--input", str(src), "--dump_input", str(pre),
+                                  "--input_nc", str(nc), "--max_size", "0"], capture_output=True, text=True)
+            assert run.returncode == 0, run.stderr
+            want = transform(load_image(src), "none", 0, 0, None, grayscale=nc == 1, base=4)
+            want = ((want + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+            got = np.asarray(Image.open(pre))
+            assert got.reshape(want.shape).shape == want.shape and got.size == want.size, (w, h, nc)
+            assert (got.reshape(want.shape) == want).all(), (w, h, nc)
+
+
+def test_cpp_app_refuses_what_it_cannot_convert_in_one_line(aoti_package, cpp_app, tmp_path):
+    _, package = aoti_package
+    src = tmp_path / "in.png"
+    chelsea(140, 60).save(src)
+    one_line_cpp_error(run_cpp(cpp_app, package, src, tmp_path / "o.png"), "larger than the model's max_size 128")
+    chelsea(60, 40).save(src)
+    one_line_cpp_error(run_cpp(cpp_app, package, src, tmp_path / "o.png", "--input_nc", "2"), "2-channel")
+    one_line_cpp_error(run_cpp(cpp_app, package, src, tmp_path / "o.png", "--multiple", "x"), "--multiple x")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    one_line_cpp_error(run_cpp(cpp_app, package, tmp_path / "bad.png", tmp_path / "o.png"), "not a PNG")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cpp_app_grey_model_given_an_rgb_photo(cpp_app, tmp_path):
+    """A 1-channel-input generator (sidecar gantk_arch.input_nc 1) fed the whole 451x300 RGB photo: luma as
+    Pillow's convert("L"), 451 -> 452 px as Python, the same picture."""
+    from gantk.export.aoti import export_aoti
+    torch.manual_seed(0)
+    spec = spec_for_generator(define_G(1, 3, 4, "resnet_6blocks", norm="instance").eval(), "cyclegan")
+    package = export_aoti(spec, tmp_path / "grey.pt2", max_batch=2, max_size=512)
+    assert json.loads((tmp_path / "grey.pt2.json").read_text())["gantk_arch"]["input_nc"] == 1
+    src = tmp_path / "chelsea.png"
+    chelsea().save(src)
+    got, want = cpp_vs_python(cpp_app, package, src, tmp_path)
+    assert got.shape == want.shape == (300, 452, 3)
+    assert np.abs(got - want).max() <= 1
 
 
 def test_fast_style_network_exports_like_the_gan_generators(tmp_path, photos):
