@@ -335,7 +335,7 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
 def eval_cmd(**o):
     """Score translated images: PSNR/SSIM/MAE against paired references, or FID/KID against a reference set."""
     from gantk.evaluate import format_table, run_eval
-    doc, out = run_eval(**o, log=lambda msg: None)
+    doc, out = run_eval(**o, log=lambda msg: click.echo(msg, err=True))  # progress and notes
     click.echo(format_table(doc))
     click.echo(f"wrote {out}")
 
