@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from gantk.errors import GantkError
-from gantk.export.spec import ExportSpec
+from gantk.export.spec import ExportSpec, on_device
 
 
 def _missing(*packages: str) -> str | None:
@@ -42,18 +42,36 @@ class Artifact:
         return _missing(*self.packages)
 
 
+def smallest_size(spec: ExportSpec, limit: int = 4096) -> int:
+    """The smallest multiple of spec.multiple the eager generator runs on: the bottom of every exported
+    size range (8 for the ResNet generators: after two stride-2 downsamplings reflect padding needs 2 px)."""
+    with torch.no_grad(), on_device(spec.net, "cpu") as net:
+        for size in range(spec.multiple, limit + 1, spec.multiple):
+            try:
+                net(*spec.example_inputs(batch=1, size=size))
+                return size
+            except (RuntimeError, ValueError):  # e.g. "padding size should be less than ... input dimension"
+                continue
+    raise GantkError(f"the generator runs on no size up to {limit} px")
+
+
 class Builder:
     """Builds artifacts of one generator into `out` as `<name>.*`, each once (a TensorRT engine reuses the
-    ONNX file of its precision). Sizes: the TensorRT profile's min/opt/max and the largest AOTI/Triton size."""
+    ONNX file of its precision). Sizes: the TensorRT profile's min/opt/max (min: by default the smallest size
+    the generator runs on) and the AOTI package's size range."""
 
     def __init__(self, spec: ExportSpec, out: str | Path, name: str = "model", opset: int = 17, max_batch: int = 8,
                  min_size: int | None = None, opt_size: int = 256, max_size: int = 1024, device: str = "cpu"):
         self.spec, self.out, self.name, self.opset = spec, Path(out), name, opset
         self.max_batch, self.device = max_batch, device
-        self.sizes = (min_size or spec.multiple, opt_size, max_size)
+        smallest = smallest_size(spec)
+        self.sizes = (min_size or smallest, opt_size, max_size)
         for s in self.sizes:
             if s % spec.multiple:
                 raise GantkError(f"size {s}: must be a multiple of {spec.multiple} for this generator")
+        if not smallest <= self.sizes[0] <= opt_size <= max_size:
+            raise GantkError(f"sizes min {self.sizes[0]}, opt {opt_size}, max {max_size}: need {smallest} <= min "
+                             f"<= opt <= max ({smallest} px is the smallest this generator runs on)")
         self.built: dict[str, Path] = {}
 
     def build(self, fmt: str) -> Path:
@@ -69,36 +87,43 @@ class Builder:
                               (1, max(1, self.max_batch // 2), self.max_batch), self.sizes)
 
 
+def onnx_file(b: Builder, precision: str) -> Path:
+    """The ONNX file of `precision` with its trtexec script, linted for the TensorRT that can parse it (10 for
+    fp32/fp16 at the default opset; bf16 graphs are opset 22: TensorRT 11)."""
+    from gantk.export.onnx import TRT_MAX_OPSET, export_onnx, lint_tensorrt, load_onnx, opset_of, write_precision_variant
+    from gantk.export.tensorrt import trtexec_command
+    path = export_onnx(b.spec, b.out / f"{b.name}.onnx", b.opset) if precision == "fp32" else \
+        write_precision_variant(b.build("onnx"), precision)
+    model = load_onnx(path)
+    problems = lint_tensorrt(model, trt_version=10 if opset_of(model) <= TRT_MAX_OPSET[10] else 11)
+    if problems:
+        raise GantkError(f"{path}: not TensorRT-friendly: {'; '.join(problems[:3])}"
+                         + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+    cmd = trtexec_command(path.name, path.with_suffix(".plan").name, b.profile(), precision,
+                          cache=f"{b.name}.timing.cache")
+    script = path.with_suffix(".trtexec.sh")
+    script.write_text(f"#!/bin/sh\n# Build a TensorRT engine from {path.name} without Python.\n"
+                      f"cd \"$(dirname \"$0\")\"\n{cmd}\n")
+    script.chmod(0o755)
+    return path
+
+
 def _onnx(precision: str):
-    def build(b: Builder) -> Path:
-        from gantk.export.onnx import export_onnx, lint_tensorrt, load_onnx, write_precision_variant
-        from gantk.export.tensorrt import trtexec_command
-        path = export_onnx(b.spec, b.out / f"{b.name}.onnx", b.opset) if precision == "fp32" else \
-            write_precision_variant(b.build("onnx"), precision)
-        problems = lint_tensorrt(load_onnx(path))
-        if problems:
-            raise GantkError(f"{path}: not TensorRT-friendly: {'; '.join(problems[:3])}"
-                             + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
-        cmd = trtexec_command(path.name, path.with_suffix(".plan").name, b.profile(), precision,
-                              cache=f"{b.name}.timing.cache")
-        script = path.with_suffix(".trtexec.sh")
-        script.write_text(f"#!/bin/sh\n# Build a TensorRT engine from {path.name} without Python.\n"
-                          f"cd \"$(dirname \"$0\")\"\n{cmd}\n")
-        script.chmod(0o755)
-        return path
-    return build
+    return lambda b: onnx_file(b, precision)
 
 
 def _aoti(b: Builder) -> Path:
     from gantk.export.aoti import export_aoti
-    return export_aoti(b.spec, b.out / f"{b.name}.pt2", b.max_batch, b.sizes[2], b.device)
+    return export_aoti(b.spec, b.out / f"{b.name}.pt2", b.max_batch, b.sizes[2], b.device, min_size=b.sizes[0])
 
 
 def _trt(precision: str):
     def build(b: Builder) -> Path:
         from gantk.export.runners import sidecar
         from gantk.export.tensorrt import build_engine
-        src = b.build("onnx" if precision == "fp32" else f"onnx-{precision}")
+        kind = "onnx" if precision == "fp32" else f"onnx-{precision}"
+        # the bf16 ONNX (opset 22) is only the engine's source: ONNX Runtime has no bf16 Conv to check it with
+        src = b.build(kind) if kind in ARTIFACTS else onnx_file(b, precision)
         plan = build_engine(src, b.out / f"{b.name}.{precision}.plan", b.profile(), precision,
                             timing_cache=b.out / f"{b.name}.timing.cache")
         sidecar(plan).write_text(json.dumps({**b.spec.metadata(), "precision": precision}, indent=1))

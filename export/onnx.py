@@ -130,17 +130,21 @@ def load_onnx(path: str | Path):
 
 # --- reduced precision ----------------------------------------------------------------------------
 KEEP_FP32_OPS = {"InstanceNormalization", "BatchNormalization", "ReduceMean", "LayerNormalization"}
+BF16_MIN_OPSET = 22  # Conv/ConvTranspose/InstanceNormalization take bfloat16 from opset 22 on
 FP32_INPUTS = {"Resize": (1, 2)}  # (op: input indices) that must stay float32 (roi, scales)
 
 
 def convert_precision(model, dtype: str = "fp16"):
     """A copy of `model` computing in fp16 (or bf16) with fp32 inputs/outputs. Normalisation ops run in
-    fp32 behind Casts: InstanceNorm's variance overflows fp16 otherwise."""
+    fp32 behind Casts: InstanceNorm's variance overflows fp16 otherwise. A bf16 copy is first converted
+    to opset BF16_MIN_OPSET (earlier opsets have no bfloat16 Conv, so the graph would be invalid)."""
     onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper, version_converter
     low = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[dtype]
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    if dtype == "bf16" and opset_of(m) < BF16_MIN_OPSET:
+        m = version_converter.convert_version(m, BF16_MIN_OPSET)
     g = m.graph
     fp32_names = {n.input[i] for n in g.node for i in FP32_INPUTS.get(n.op_type, ()) if i < len(n.input)}
     fp32_names |= {i for n in g.node if n.op_type in KEEP_FP32_OPS for i in n.input[1:]}
@@ -204,7 +208,7 @@ def _cast_tensor(arr: np.ndarray, name: str, low: int):
     from onnx import TensorProto, helper, numpy_helper
     if low == TensorProto.FLOAT16:
         return numpy_helper.from_array(arr.astype(np.float16), name)
-    bits = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(torch.bfloat16).view(torch.int16)
+    bits = (torch.from_numpy(np.array(arr, dtype=np.float32)).to(torch.bfloat16).view(torch.int16)
             .numpy().astype(np.uint16))  # bf16 stored as raw 16-bit words
     t = helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape, bits.tobytes(), raw=True)
     return t
@@ -216,8 +220,8 @@ def save_onnx(model, path: str | Path) -> Path:
 
 
 # --- TensorRT parser lint --------------------------------------------------------------------------
-# Ops our generators produce that the TensorRT 10 ONNX parser imports natively (onnx-tensorrt
-# operator matrix), and the inputs it requires to be initializers/constants.
+# Ops our generators produce that the TensorRT 10/11 ONNX parsers import natively (onnx-tensorrt
+# operator matrix), and the inputs they require to be initializers/constants.
 TRT_OPS = {"Add", "Sub", "Mul", "Div", "Cast", "Concat", "Constant", "Conv", "ConvTranspose", "Identity",
            "InstanceNormalization", "BatchNormalization", "LeakyRelu", "Relu", "Tanh", "Sigmoid", "Pad",
            "Reshape", "Resize", "Upsample", "Shape", "Gather", "Slice", "Unsqueeze", "Squeeze", "Expand",
@@ -225,20 +229,30 @@ TRT_OPS = {"Add", "Sub", "Mul", "Div", "Cast", "Concat", "Constant", "Conv", "Co
            "AveragePool", "MaxPool", "Softmax", "ConstantOfShape", "Where", "Equal", "Neg", "Split"}
 TRT_CONST_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "InstanceNormalization": (1, 2), "Pad": (1,),
                     "Slice": (3,), "Squeeze": (1,), "Unsqueeze": (1,)}
-TRT_MAX_OPSET = 20
+# The newest opset each TensorRT major version's parser is documented for: 10.x: 20 (support matrix,
+# onnx-tensorrt operators.md for most ops); 11.x: 25 (NVIDIA's "ONNX Opset Guide" for TensorRT 11).
+# bf16 graphs need opset 22 (BF16_MIN_OPSET), so they need TensorRT 11.
+TRT_MAX_OPSET = {10: 20, 11: 25}
 PAD_MODES = {"constant", "reflect", "edge"}
 RESIZE_MODES = {"nearest", "linear"}
 RESIZE_COORDS = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
 
 
-def lint_tensorrt(model) -> list[str]:
-    """Problems the TensorRT ONNX parser would reject or handle badly; [] when the graph is clean."""
+def opset_of(model) -> int:
+    """The model's default-domain (ai.onnx) opset version."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def lint_tensorrt(model, trt_version: int = 11) -> list[str]:
+    """Problems TensorRT `trt_version`'s (10 or 11) ONNX parser would reject or handle badly; [] when clean."""
     from onnx import helper
+    if trt_version not in TRT_MAX_OPSET:
+        raise GantkError(f"TensorRT {trt_version}: expected one of {', '.join(map(str, TRT_MAX_OPSET))}")
     problems = []
     g = model.graph
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset > TRT_MAX_OPSET:
-        problems.append(f"opset {opset} > {TRT_MAX_OPSET}, the newest TensorRT 10's parser is documented for")
+    opset, limit = opset_of(model), TRT_MAX_OPSET[trt_version]
+    if opset > limit:
+        problems.append(f"opset {opset} > {limit}, the newest TensorRT {trt_version}'s parser is documented for")
     consts = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     for n in g.node:
         where = f"{n.op_type} node {n.name or n.output[0]!r}"
