@@ -1,4 +1,5 @@
-"""TensorRT 10 engines from our ONNX graphs (optional: `pip install 'gantk[trt]'`, NVIDIA GPU).
+"""TensorRT 10/11 engines from our ONNX graphs (optional: `pip install 'gantk[trt]'`, NVIDIA GPU; bf16
+graphs are opset 22, so they need TensorRT 11).
 
 fp32 engines are built with TF32 off. fp16/bf16 engines are built from the matching reduced-precision
 ONNX (normalisation kept in fp32 behind Casts) as strongly typed networks, so TensorRT keeps exactly
