@@ -90,7 +90,8 @@ class Builder:
 def onnx_file(b: Builder, precision: str) -> Path:
     """The ONNX file of `precision` with its trtexec script, linted for the TensorRT that can parse it (10 for
     fp32/fp16 at the default opset; bf16 graphs are opset 22: TensorRT 11)."""
-    from gantk.export.onnx import TRT_MAX_OPSET, export_onnx, lint_tensorrt, load_onnx, opset_of, write_precision_variant
+    from gantk.export.onnx import (TRT_MAX_OPSET, export_onnx, lint_tensorrt, load_onnx, opset_of,
+                                   write_precision_variant)
     from gantk.export.tensorrt import trtexec_command
     path = export_onnx(b.spec, b.out / f"{b.name}.onnx", b.opset) if precision == "fp32" else \
         write_precision_variant(b.build("onnx"), precision)

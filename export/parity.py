@@ -101,7 +101,8 @@ class ParityReport:
         lines = [f"parity of {self.artifact} ({self.backend}, {self.precision}; pass: {rule})",
                  f"  {'input':<16}{'max abs err':>13}{'mean abs err':>14}{'PSNR dB':>9}  result"]
         for r in self.rows:
-            for label, e in [(r["input"], r), *([(FP16_ARITHMETIC, r[FP16_ARITHMETIC])] if FP16_ARITHMETIC in r else [])]:
+            extra = [(FP16_ARITHMETIC, r[FP16_ARITHMETIC])] if FP16_ARITHMETIC in r else []
+            for label, e in [(r["input"], r), *extra]:
                 lines.append(f"  {label:<16}{e['max_abs']:>13.3g}{e['mean_abs']:>14.3g}{e['psnr']:>9.1f}  "
                              f"{'ok' if e['pass'] else 'FAIL'}")
         if any(FP16_ARITHMETIC in r for r in self.rows):
