@@ -9,22 +9,19 @@ $GANTK_INCEPTION); `"random"` is a seeded random network for tests (numbers mean
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from gantk.checkpoints import load_state_dict_checked, read_checkpoint
-from gantk.errors import GantkError
+from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights
 
 log = logging.getLogger("gantk.inception")
 
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                    "pt_inception-2015-12-05-6726825d.pth")
 WEIGHTS_ENV = "GANTK_INCEPTION"
-RANDOM_WEIGHTS = "random"  # test switch: seeded random weights, FID/KID values meaningless
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
@@ -178,13 +175,7 @@ class FIDInceptionV3(nn.Module):
 
 def resolve_inception_weights(weights: str | None, option: str = "--inception-weights") -> str:
     """The weights file from `weights`, else $GANTK_INCEPTION; a one-line error naming the option."""
-    w = weights or os.environ.get(WEIGHTS_ENV, "")
-    if not w:
-        raise GantkError(f"FID/KID need Inception weights: download {FID_WEIGHTS_URL} and pass {option} FILE "
-                         f"(or set {WEIGHTS_ENV}=FILE)")
-    if w != RANDOM_WEIGHTS and not Path(w).is_file():
-        raise GantkError(f"{option} {w}: no such file (pytorch-fid's Inception weights: {FID_WEIGHTS_URL})")
-    return w
+    return resolve_weights(weights, option, WEIGHTS_ENV, FID_WEIGHTS_URL, "Inception weights for FID/KID")
 
 
 def load_fid_inception(weights: str | None = None, device="cpu", option: str = "--inception-weights"

@@ -6,8 +6,6 @@ gives (torchvision's `vgg19-dcbb9e9d.pth`, classifier keys ignored).
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -16,13 +14,13 @@ import torch.nn.functional as F
 
 from gantk.checkpoints import load_state_dict_checked, read_checkpoint
 from gantk.errors import GantkError
+from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights
 
 log = logging.getLogger("gantk.vgg")
 
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 WEIGHTS_ENV = "GANTK_VGG19"
-RANDOM_WEIGHTS = "random"  # test/debug switch: a randomly initialised VGG19 (meaningless style results)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -98,13 +96,7 @@ class VGG19(nn.Module):
 
 def resolve_vgg_weights(weights: str | None, option: str = "--vgg-weights") -> str:
     """The weights file from `weights`, else $GANTK_VGG19; a one-line error saying how to get it."""
-    w = weights or os.environ.get(WEIGHTS_ENV, "")
-    if not w:
-        raise GantkError(f"VGG19 weights needed: download {VGG19_URL} and pass {option} FILE "
-                         f"(or set {WEIGHTS_ENV}=FILE)")
-    if w != RANDOM_WEIGHTS and not Path(w).is_file():
-        raise GantkError(f"{option} {w}: no such file (torchvision's VGG19 weights: {VGG19_URL})")
-    return w
+    return resolve_weights(weights, option, WEIGHTS_ENV, VGG19_URL, "VGG19 weights")
 
 
 def load_vgg19(weights: str | None = None, device="cpu", option: str = "--vgg-weights") -> VGG19:

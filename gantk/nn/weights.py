@@ -1,0 +1,19 @@
+"""Pretrained weights come from files the user gives (nothing is downloaded): one resolver for every network."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gantk.errors import GantkError
+
+RANDOM_WEIGHTS = "random"  # test/debug switch: seeded random weights, results meaningless
+
+
+def resolve_weights(weights: str | None, option: str, env: str, url: str, what: str) -> str:
+    """The weights file from `weights`, else $`env`, or RANDOM_WEIGHTS; a one-line error saying where to get it."""
+    w = weights or os.environ.get(env, "")
+    if not w:
+        raise GantkError(f"{what} needed: download {url} and pass {option} FILE (or set {env}=FILE)")
+    if w != RANDOM_WEIGHTS and not Path(w).is_file():
+        raise GantkError(f"{option} {w}: no such file ({what}: {url})")
+    return w
