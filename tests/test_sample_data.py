@@ -124,3 +124,12 @@ def test_missing_scikit_image(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, mod, None)
     with pytest.raises(RuntimeError, match="pip install scikit-image"):
         sample.build_sample_data(tmp_path)
+
+
+def test_vintage_targets_are_the_known_translation(sample_data, tmp_path):
+    """The demo's quality score compares translations with vintage(photo), the sample set's own rule."""
+    photos = sample_data["unaligned"] / "testA"
+    written = sample.write_vintage_targets(photos, tmp_path)
+    assert [p.name for p in written] == [f"{f.stem}_target.png" for f in sorted(photos.glob("*.png"))]
+    src = np.asarray(Image.open(sorted(photos.glob("*.png"))[0]).convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(written[0])), sample.vintage(src))

@@ -155,6 +155,18 @@ def vintage(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
+def write_vintage_targets(photos: str | Path, out: str | Path) -> list[Path]:
+    """`<stem>_target.png` = vintage(photo) in `out` for each photo in `photos`: the ground truth of the
+    photo2vintage domain, beside translate's `<stem>_fake.png`, for `gantk eval --paired`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in sorted(Path(photos).glob("*.png")):
+        written.append(out / f"{f.stem}_target.png")
+        Image.fromarray(vintage(np.asarray(Image.open(f).convert("RGB")))).save(written[-1])
+    return written
+
+
 def _random_crop(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     """Random square crop (40-100% of the short side, random position, maybe mirrored) resized to ``size``."""
     h, w = img.shape[:2]
