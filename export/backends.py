@@ -152,7 +152,7 @@ ARTIFACTS = {a.format: a for a in (
     Artifact("trt", "fp32", _trt("fp32"), ("onnx", "tensorrt"), "cuda"),
     Artifact("trt-fp16", "fp16", _trt("fp16"), ("onnx", "tensorrt"), "cuda"),
     Artifact("trt-bf16", "bf16", _trt("bf16"), ("onnx", "tensorrt"), "cuda"),
-    Artifact("triton-repo", "fp32", _triton_repo, ("onnx",)),
+    Artifact("triton-repo", "fp32", _triton_repo, ("onnx", "tritonclient")),
 )}
 FORMATS = tuple(ARTIFACTS)
 

@@ -10,19 +10,41 @@ from gantk.errors import GantkError
 PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan", ".engine": "tensorrt_plan"}
 
 
-def config_pbtxt(name: str, platform: str, inputs: list[tuple[str, list[int]]], out_channels: int,
-                 max_batch: int, instances: int, kind: str, delay_us: int) -> str:
-    """The model configuration: fp32 NCHW tensors, batch dimension implicit (max_batch_size)."""
-    def tensor(n, dims):
-        return f'  {{\n    name: "{n}"\n    data_type: TYPE_FP32\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
-    prefs = sorted({b for b in (1, 2, 4, 8, 16, 32, max_batch) if b <= max_batch})
-    return "\n".join([
-        f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch}",
-        "input [", ",\n".join(tensor(n, d) for n, d in inputs), "]",
-        "output [", tensor("output", [out_channels, -1, -1]), "]",
-        "dynamic_batching {", f"  preferred_batch_size: [ {', '.join(map(str, prefs))} ]",
-        f"  max_queue_delay_microseconds: {delay_us}", "}",
-        "instance_group [", f"  {{\n    count: {instances}\n    kind: {kind}\n  }}", "]", ""])
+def _proto():
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise GantkError("Triton model repositories need Triton's ModelConfig proto: pip install "
+                         "'tritonclient[grpc]' (in gantk[export])") from None
+    return model_config_pb2, text_format
+
+
+def model_config(name: str, platform: str, inputs: list[tuple[str, list[int]]], out_channels: int,
+                 max_batch: int, instances: int, kind: str, delay_us: int):
+    """Triton's ModelConfig message: fp32 NCHW tensors, batch dimension implicit (max_batch_size), dynamic
+    batching, `instances` instances of `kind` (KIND_CPU / KIND_GPU)."""
+    mc, _ = _proto()
+    fp32 = mc.DataType.Value("TYPE_FP32")
+    config = mc.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
+    config.input.extend(mc.ModelInput(name=n, data_type=fp32, dims=d) for n, d in inputs)
+    config.output.append(mc.ModelOutput(name="output", data_type=fp32, dims=[out_channels, -1, -1]))
+    config.dynamic_batching.preferred_batch_size.extend(sorted({b for b in (1, 2, 4, 8, 16, 32, max_batch)
+                                                                if b <= max_batch}))
+    config.dynamic_batching.max_queue_delay_microseconds = delay_us
+    config.instance_group.append(mc.ModelInstanceGroup(count=instances,
+                                                       kind=mc.ModelInstanceGroup.Kind.Value(kind)))
+    return config
+
+
+def read_config(path: str | Path):
+    """config.pbtxt parsed by protobuf's text format into Triton's ModelConfig (unknown fields and bad
+    syntax are one-line GantkErrors, as Triton itself would refuse them)."""
+    mc, text_format = _proto()
+    try:
+        return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+    except text_format.ParseError as e:
+        raise GantkError(f"{path}: not a valid Triton model configuration ({e})") from None
 
 
 def write_model_repository(repo: str | Path, name: str, artifact: str | Path, metadata: dict,
@@ -41,66 +63,9 @@ def write_model_repository(repo: str | Path, name: str, artifact: str | Path, me
     channels = metadata.get("gantk_arch", {}).get("input_nc", 3)
     out_channels = metadata.get("gantk_arch", {}).get("output_nc", 3)
     inputs = [("input", [channels, -1, -1])] + ([("z", [int(metadata["nz"])])] if metadata.get("nz") else [])
-    (folder / "config.pbtxt").write_text(config_pbtxt(name, platform, inputs, out_channels, max_batch,
-                                                      instances, kind, delay_us))
+    config = model_config(name, platform, inputs, out_channels, max_batch, instances, kind, delay_us)
+    (folder / "config.pbtxt").write_text(_proto()[1].MessageToString(config))
     return folder
-
-
-_TOKEN = re.compile(r'\s*(?:(#[^\n]*)|([A-Za-z_][\w.]*)|("(?:[^"\\]|\\.)*")|(-?[\d.]+(?:e-?\d+)?)|([{}\[\]:,]))')
-
-
-def parse_pbtxt(text: str) -> dict:
-    """A small protobuf text-format reader (enough for model configs): repeated fields become lists."""
-    tokens, pos = [], 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise GantkError(f"config.pbtxt: cannot parse near {text[pos:pos + 20]!r}")
-        pos = m.end()
-        if m.group(1) is None:
-            tokens.append(next(g for g in m.groups()[1:] if g is not None))
-    it = iter(tokens + ["}"])
-
-    def value(tok):
-        if tok == "{":
-            return message()
-        if tok == "[":
-            items = []
-            for t in it:
-                if t == "]":
-                    return items
-                if t != ",":
-                    items.append(value(t))
-        if tok.startswith('"'):
-            return tok[1:-1]
-        try:
-            return int(tok)
-        except ValueError:
-            try:
-                return float(tok)
-            except ValueError:
-                return tok  # enum names
-
-    def message():
-        out: dict = {}
-        for key in it:
-            if key == "}":
-                return out
-            if key == ",":
-                continue
-            tok = next(it)
-            if tok == ":":
-                tok = next(it)
-            v = value(tok)
-            if key in out:  # a repeated field written twice: collect into a list
-                prev = out[key] if isinstance(out[key], list) else [out[key]]
-                out[key] = prev + (v if isinstance(v, list) else [v])
-            else:
-                out[key] = v
-        return out
-
-    return message()
 
 
 def check_model_repository(repo: str | Path) -> list[str]:
@@ -114,15 +79,20 @@ def check_model_repository(repo: str | Path) -> list[str]:
         if not cfg_file.is_file():
             problems.append(f"{folder}: no config.pbtxt")
             continue
-        cfg = parse_pbtxt(cfg_file.read_text())
-        if cfg.get("name") != folder.name:
-            problems.append(f"{cfg_file}: name {cfg.get('name')!r} != folder {folder.name!r}")
-        model_file = folder / "1" / ("model.plan" if cfg.get("platform") == "tensorrt_plan" else "model.onnx")
+        try:
+            cfg = read_config(cfg_file)
+        except GantkError as e:
+            problems.append(str(e))
+            continue
+        if cfg.name != folder.name:
+            problems.append(f"{cfg_file}: name {cfg.name!r} != folder {folder.name!r}")
+        model_file = folder / "1" / ("model.plan" if cfg.platform == "tensorrt_plan" else "model.onnx")
         if not model_file.is_file():
-            problems.append(f"{folder}: {model_file.relative_to(folder)} missing for platform {cfg.get('platform')}")
-        for t in (cfg.get("input") or []) + (cfg.get("output") or []):
-            if t.get("data_type") != "TYPE_FP32" or not t.get("dims"):
-                problems.append(f"{cfg_file}: tensor {t.get('name')} needs TYPE_FP32 and dims")
-        if cfg.get("max_batch_size", 0) < 1 or "dynamic_batching" not in cfg:
+            problems.append(f"{folder}: {model_file.relative_to(folder)} missing for platform {cfg.platform}")
+        fp32 = _proto()[0].DataType.Value("TYPE_FP32")
+        for t in [*cfg.input, *cfg.output]:
+            if t.data_type != fp32 or not t.dims:
+                problems.append(f"{cfg_file}: tensor {t.name} needs TYPE_FP32 and dims")
+        if cfg.max_batch_size < 1 or not cfg.HasField("dynamic_batching"):
             problems.append(f"{cfg_file}: dynamic batching needs max_batch_size >= 1 and dynamic_batching")
     return problems

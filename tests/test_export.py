@@ -19,7 +19,7 @@ from gantk.export import (ExportSpec, OrtRunner, check_parity, convert_precision
 from gantk.export.onnx import load_onnx, read_metadata
 from gantk.export.parity import THRESHOLDS, errors, parity_batch, sample_photos
 from gantk.export.tensorrt import profile_shapes, trtexec_command
-from gantk.export.triton_server import check_model_repository, parse_pbtxt
+from gantk.export.triton_server import check_model_repository, read_config
 from gantk.io import load_image, pil_to_tensor
 from gantk.models import define_G
 
@@ -162,11 +162,12 @@ def test_export_pipeline_manifest_triton_and_runner_interface(tmp_path, photos):
     assert "--noTF32" in (tmp_path / "h2z.trtexec.sh").read_text()
     repo = tmp_path / "triton"
     assert check_model_repository(repo) == []
-    cfg = parse_pbtxt((repo / "h2z" / "config.pbtxt").read_text())
-    assert cfg["platform"] == "onnxruntime_onnx" and cfg["max_batch_size"] == 8
-    assert cfg["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}
-    assert cfg["output"][0]["dims"] == [3, -1, -1] and cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 100
-    assert cfg["instance_group"][0]["kind"] == "KIND_CPU"
+    from google.protobuf.json_format import MessageToDict
+    cfg = MessageToDict(read_config(repo / "h2z" / "config.pbtxt"))  # Triton's own ModelConfig proto
+    assert cfg["platform"] == "onnxruntime_onnx" and cfg["maxBatchSize"] == 8
+    assert cfg["input"][0] == {"name": "input", "dataType": "TYPE_FP32", "dims": ["3", "-1", "-1"]}
+    assert cfg["output"][0]["dims"] == ["3", "-1", "-1"] and cfg["dynamicBatching"]["maxQueueDelayMicroseconds"] == "100"
+    assert cfg["instanceGroup"][0]["kind"] == "KIND_CPU"
     (repo / "h2z" / "1" / "model.onnx").unlink()
     assert any("missing" in p for p in check_model_repository(repo))
     # PNG in -> PNG out through the common runner interface equals the eager model
@@ -513,3 +514,22 @@ def test_aoti_parity_for_the_other_families(tmp_path, photos, family):
     manifest = run_export(spec, tmp_path, ["aoti"], photos, sizes, max_batch=2, max_size=max_size, log=lambda s: None)
     assert manifest["passed"] and [r["input"] for r in manifest["parity"][0]["rows"]] == [
         f"2x3x{s}x{s}" for s in sizes]
+
+
+def test_triton_configs_are_read_by_the_real_model_config_proto(tmp_path):
+    """Valid text-format syntax in any of its forms parses (comments, repeated fields without brackets,
+    scalar lists as repeated scalars); a misspelt field or broken syntax is a problem, not a crash."""
+    folder = tmp_path / "repo" / "g"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.onnx").write_bytes(b"")
+    (folder / "config.pbtxt").write_text(
+        '# a comment\nname: "g" platform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
+        'input { name: "input" data_type: TYPE_FP32 dims: 3 dims: -1 dims: -1 }\n'
+        'output: [{ name: "output", data_type: TYPE_FP32, dims: [3, -1, -1] }]\n'
+        'dynamic_batching { }\n')
+    assert check_model_repository(tmp_path / "repo") == []
+    assert list(read_config(folder / "config.pbtxt").input[0].dims) == [3, -1, -1]
+    for bad in ('max_batch_sizee: 4', 'name: "g" input { name: "input" '):
+        (folder / "config.pbtxt").write_text(bad)
+        problems = check_model_repository(tmp_path / "repo")
+        assert len(problems) == 1 and "not a valid Triton model configuration" in problems[0]
