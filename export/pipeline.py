@@ -7,6 +7,7 @@ touches the previous folder. manifest.json lists every file beside it (relative 
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -89,6 +90,37 @@ def _shortfall(report: ParityReport) -> str:
     return f"{report.artifact} [{report.precision}: {', '.join(worst)}]"
 
 
+def _dead(folder: Path, tag: str) -> bool:
+    """Whether `folder` is named `<out>.<tag>-<pid>` by a process that no longer runs."""
+    pid = folder.name.rpartition(f".{tag}-")[2]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def recover(out: str | Path, log=print) -> None:
+    """Undo what an export killed mid-way left beside `out`: a folder renamed aside before the new one
+    went in goes back (when `out` is missing) or is deleted (when the new one is in); stale builds go."""
+    out = Path(out).resolve()
+    for old in sorted(out.parent.glob(f"{glob.escape(out.name)}.old-*")):
+        if not _dead(old, "old"):
+            continue
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(out)
+            log(f"{out}: put back the export that a killed export had moved aside to {old.name}")
+    for tmp in out.parent.glob(f"{glob.escape(out.name)}.tmp-*"):
+        if _dead(tmp, "tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _swap_in(new: Path, out: Path) -> None:
     """Put `new` at `out`: the old folder is renamed aside, the new one renamed in, then the old deleted
     (rename is atomic on one file system; if the second rename fails, the old folder goes back)."""
@@ -120,6 +152,7 @@ def run_export(spec: ExportSpec, out_dir: str | Path, formats: list[str], photos
         reason = ARTIFACTS[fmt].unavailable(device)
         if reason:
             raise GantkError(f"--format {fmt}: {reason}")
+    recover(out_dir, log)
     out = check_out(out_dir)
     max_size = max_size // m * m
     opt_size = min(max(m, opt_size // m * m), max_size)
@@ -166,6 +199,7 @@ def verify_export(folder: str | Path, photos: list | None = None, spec: ExportSp
     of every artifact with a parity record against the eager generator (`spec`, else loaded again from the
     manifest's source) on `photos` (else the manifest's parity images). Returns the manifest with the new
     parity records; raises a one-line GantkError naming the first problem."""
+    recover(folder, log)
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise GantkError(f"{folder}: no {MANIFEST} (not a gantk export folder)")

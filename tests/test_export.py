@@ -3,6 +3,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,34 @@ def test_second_model_replaces_the_folder_and_the_manifest_lists_exactly_its_fil
                                  for k, v in files.items() if k != "manifest.json"}
     assert manifest["artifacts"] == {"onnx": "second.onnx"} and manifest["parity"][0]["artifact"] == "second.onnx"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_an_export_killed_between_its_renames_is_put_back(tmp_path, weights, capsys):
+    """Killed after moving the old folder aside and before the new one went in: the next export (or verify)
+    puts the old one back first; killed after the new one went in: the aside copy and stale builds are deleted."""
+    out = tmp_path / "exp"
+    assert main(export_args(weights[0], out, "onnx")) == 0
+    before = checksums(out)
+    out.rename(tmp_path / f"exp.old-{dead_pid()}")
+    (tmp_path / f"exp.tmp-{dead_pid()}").mkdir()
+    assert main(["export", "--verify", str(out)]) == 0
+    assert "put back the export that a killed export had moved aside" in capsys.readouterr().out
+    assert checksums(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    shutil.copytree(out, tmp_path / f"exp.old-{dead_pid()}")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        busy = tmp_path / f"exp.tmp-{running.pid}"  # a running export's build: left alone
+        busy.mkdir()
+        assert main(export_args(weights[1], out, "onnx")) == 0
+        running.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", busy.name]
+    assert json.loads((out / "manifest.json").read_text())["artifacts"] == {"onnx": "second.onnx"}
 
 
 def test_verify_passes_on_a_fresh_export_and_fails_after_a_flipped_byte(tmp_path, weights, capsys, monkeypatch):
