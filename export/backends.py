@@ -22,7 +22,7 @@ def _missing(*packages: str) -> str | None:
     """A reason naming the first package that is not installed (None: all are)."""
     for pkg in packages:
         if importlib.util.find_spec(pkg) is None:
-            extra = {"tensorrt": "trt", "onnxruntime": "export", "onnx": "export"}.get(pkg, "export")
+            extra = {"tensorrt": "trt", "openvino": "openvino"}.get(pkg, "export")
             return f"{pkg} is not installed (pip install 'gantk[{extra}]')"
     return None
 
@@ -132,6 +132,12 @@ def _trt(precision: str):
     return build
 
 
+def _openvino(b: Builder) -> Path:
+    """OpenVINO IR converted from the fp32 ONNX file (which is exported and checked too)."""
+    from gantk.export.openvino import export_openvino
+    return export_openvino(b.build("onnx"), b.out / f"{b.name}.xml", b.spec.metadata())
+
+
 def _triton_repo(b: Builder) -> Path:
     """A Triton model repository serving the best artifact already built (TensorRT fp16, fp32, else ONNX)."""
     from gantk.export.triton_server import check_model_repository, write_model_repository
@@ -152,6 +158,7 @@ ARTIFACTS = {a.format: a for a in (
     Artifact("trt", "fp32", _trt("fp32"), ("onnx", "tensorrt"), "cuda"),
     Artifact("trt-fp16", "fp16", _trt("fp16"), ("onnx", "tensorrt"), "cuda"),
     Artifact("trt-bf16", "bf16", _trt("bf16"), ("onnx", "tensorrt"), "cuda"),
+    Artifact("openvino", "fp32", _openvino, ("onnx", "openvino")),
     Artifact("triton-repo", "fp32", _triton_repo, ("onnx", "tritonclient")),
 )}
 FORMATS = tuple(ARTIFACTS)
@@ -197,11 +204,17 @@ def _open_trt(path, device, threads):
     return TrtRunner(path)
 
 
+def _open_openvino(path, device, threads):
+    from gantk.export.openvino import OpenVinoRunner
+    return OpenVinoRunner(path, threads=threads)
+
+
 RUNTIMES = {r.name: r for r in (
     Runtime("aoti", "aoti", _open_aoti),
     Runtime("ort-cpu", "onnx", _ort("cpu"), "CPUExecutionProvider"),
     Runtime("ort-cuda", "onnx", _ort("cuda"), "CUDAExecutionProvider"),
     Runtime("ort-trt", "onnx", _ort("tensorrt"), "TensorrtExecutionProvider"),
+    Runtime("openvino-cpu", "openvino", _open_openvino),
     Runtime("trt-fp32", "trt", _open_trt),
     Runtime("trt-fp16", "trt-fp16", _open_trt),
 )}

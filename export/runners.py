@@ -82,7 +82,7 @@ def numpy_feeds(inputs) -> dict[str, np.ndarray]:
 
 def load_runner(path: str | Path, device: str = "cpu", **kw) -> Runner:
     """Open any gantk artifact by its suffix: .onnx (ONNX Runtime), .pt2 (AOTInductor), .plan/.engine
-    (TensorRT), or a Triton model repository folder (its model file)."""
+    (TensorRT), .xml (OpenVINO IR, on the CPU), or a Triton model repository folder (its model file)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*/1/model.*"))
@@ -101,4 +101,8 @@ def load_runner(path: str | Path, device: str = "cpu", **kw) -> Runner:
     if suffix in (".plan", ".engine"):
         from gantk.export.tensorrt import TrtRunner
         return TrtRunner(path)
-    raise GantkError(f"{path}: unknown artifact type {suffix!r}: expected .onnx, .pt2, .plan/.engine or a folder")
+    if suffix == ".xml":
+        from gantk.export.openvino import OpenVinoRunner
+        return OpenVinoRunner(path, **kw)
+    raise GantkError(f"{path}: unknown artifact type {suffix!r}: expected .onnx, .pt2, .plan/.engine, .xml "
+                     "or a folder")
