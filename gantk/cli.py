@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -45,15 +46,22 @@ def cli():
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                "help_option_names": []})
 @click.option("--model", default="cyclegan", show_default=True, help=f"model family: {', '.join(FAMILIES)}")
+@click.option("--nproc_per_node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="data-parallel processes on this machine (as torchrun's), launched by gantk")
 @click.pass_context
-def train(ctx, model):
+def train(ctx, model, nproc_per_node):
     """Train a model family (--model); `gantk train --model NAME --help` lists its options."""
     family = get_family(model)
     config_cls = family.config_class
 
     def run(**values):
         from gantk.train import train as run_training
-        run_training(config_cls(**values))
+        if nproc_per_node == 1:
+            return run_training(config_cls(**values))
+        from gantk.train.distributed import launch
+        from gantk.train.engine import check_config
+        check_config(config_cls(**values))  # bad options: one line here, not one per process
+        launch(nproc_per_node, ["train", "--model", model, *ctx.args])
 
     others = "\n".join(f"  {f.name:<11} {f.summary}" for f in FAMILIES.values())
     cmd = click.Command(f"train --model {model}", params=config_options(config_cls), callback=run,
@@ -322,10 +330,18 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
 @click.option("--results", required=True, type=click.Path(), help="folder of translated images (translate's images/)")
 @click.option("--reference", type=click.Path(), default=None, help="folder of reference images (paired: matched by "
               "file name; default with --paired: the <stem>_target images beside <stem>_fake in --results)")
-@click.option("--paired", is_flag=True, help="PSNR, SSIM, MAE per matched pair; without it FID and KID of the sets")
+@click.option("--paired", is_flag=True, help="PSNR, SSIM, MAE (+ LPIPS) per matched pair; without it FID and KID")
+@click.option("--diversity", is_flag=True, help="BicycleGAN samples (<stem>_random_sampleNN): LPIPS over consecutive "
+              "samples per input (the BicycleGAN README's protocol) and translate's L1")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="JSON record [default: <results>/eval.json]")
 @click.option("--inception-weights", "inception_weights", default=None,
               help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for FID/KID (default: $GANTK_INCEPTION)")
+@click.option("--lpips-net", "lpips_net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
+              help="LPIPS backbone")
+@click.option("--lpips-weights", "lpips_weights", default=None,
+              help="the published LPIPS v0.1 heads, lpips/weights/v0.1/<net>.pth (default: $GANTK_LPIPS)")
+@click.option("--lpips-backbone", "lpips_backbone", default=None, help="torchvision's alexnet-owt-7be5be79.pth or "
+              "vgg16-397923af.pth (default: $GANTK_LPIPS_BACKBONE); without LPIPS weights LPIPS is left out")
 @click.option("--batch-size", "batch_size", type=int, default=32, show_default=True, help="images per Inception batch")
 @click.option("--kid-subsets", "kid_subsets", type=int, default=100, show_default=True)
 @click.option("--kid-subset-size", "kid_subset_size", type=int, default=1000, show_default=True,
@@ -333,7 +349,8 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the KID subsets")
 @click.option("--device", default="auto", show_default=True)
 def eval_cmd(**o):
-    """Score translated images: PSNR/SSIM/MAE against paired references, or FID/KID against a reference set."""
+    """Score translated images: PSNR/SSIM/MAE/LPIPS against paired references, FID/KID against a reference set,
+    or the LPIPS diversity of BicycleGAN samples."""
     from gantk.evaluate import format_table, run_eval
     doc, out = run_eval(**o, log=lambda msg: click.echo(msg, err=True))  # progress and notes
     click.echo(format_table(doc))
@@ -353,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(args=argv, prog_name="gantk", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except GantkError as e:
-        click.echo(f"gantk: error: {_one_line(e)}", err=True)
+        rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+        click.echo(f"gantk: error: {rank}{_one_line(e)}", err=True)
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code

@@ -114,13 +114,29 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(sample_data,
     common = dict(pool_size=0, max_iters=2, display_freq=100, norm="none")  # no IN: no near-zero bias grads for Adam to amplify
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = tiny_args(sample_data["unaligned"], tmp_path, "ddp", **common)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "gantk"] + args
+    cmd = [sys.executable, "-m", "gantk", "train", "--nproc_per_node", "2", *args[1:]]  # gantk's own launcher
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout + proc.stderr
     assert main(tiny_args(sample_data["unaligned"], tmp_path, "single", batch_size=2, **common)) == 0
     assert_same_weights(nets(tmp_path / "ddp"), nets(tmp_path / "single"), atol=1e-5)
+
+
+def test_a_failing_process_ends_in_one_line_per_process_and_a_summary(sample_data, tmp_path):
+    """Both processes hit a non-finite loss (lr 1e30): each prints its reason once, tagged with its rank, and
+    the launcher one summary line instead of torchrun's multi-line report; bad options fail before launching."""
+    args = tiny_args(sample_data["unaligned"], tmp_path, "nan", max_iters=2, display_freq=100)
+    cmd = [sys.executable, "-m", "gantk", "train", "--nproc_per_node", "2", *args[1:], "--lr", "1e30"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "gantk: error:" in line]
+    assert len(errors) == 3 and all("non-finite loss" in e for e in errors[:2]), errors
+    assert {e.split("error: ")[1][:8] for e in errors[:2]} == {"[rank 0]", "[rank 1]"}
+    assert errors[2].endswith("rank 0 (exit code 2), rank 1 (exit code 2) failed (the reason is printed above "
+                              "by the process)")
+    cmd[cmd.index("--dataroot") + 1] = str(tmp_path / "nowhere")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"gantk: error: --dataroot {tmp_path / 'nowhere'}: no such folder"
 
 
 def test_compile_matches_eager():

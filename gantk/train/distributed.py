@@ -45,3 +45,30 @@ def gather(obj) -> list:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launch(nproc: int, argv: list[str]) -> None:
+    """Run `python -m gantk <argv>` in `nproc` local processes the way torchrun does (standalone rendezvous),
+    each with an equal share of the cores. A failed process's own one-line error is printed by that process;
+    torchrun's multi-line failure report is replaced by one GantkError naming the ranks and exit codes."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    from gantk.errors import GantkError
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    args = get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "--module", "gantk", *argv])
+    quiet = [logging.getLogger(n) for n in ("torch.distributed.run", "torch.distributed.elastic")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
+    try:
+        run(args)
+    except ChildFailedError as e:
+        ranks = ", ".join(f"rank {r} (exit code {f.exitcode})" for r, f in sorted(e.failures.items()))
+        raise GantkError(f"training stopped: {ranks} failed (the reason is printed above by the process)") from None
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
