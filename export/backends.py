@@ -92,7 +92,7 @@ def onnx_file(b: Builder, precision: str) -> Path:
     fp32/fp16 at the default opset; bf16 graphs are opset 22: TensorRT 11)."""
     from gantk.export.onnx import (TRT_MAX_OPSET, export_onnx, lint_tensorrt, load_onnx, opset_of,
                                    write_precision_variant)
-    from gantk.export.tensorrt import trtexec_command
+    from gantk.export.tensorrt import trtexec_script
     path = export_onnx(b.spec, b.out / f"{b.name}.onnx", b.opset) if precision == "fp32" else \
         write_precision_variant(b.build("onnx"), precision)
     model = load_onnx(path)
@@ -100,11 +100,9 @@ def onnx_file(b: Builder, precision: str) -> Path:
     if problems:
         raise GantkError(f"{path}: not TensorRT-friendly: {'; '.join(problems[:3])}"
                          + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
-    cmd = trtexec_command(path.name, path.with_suffix(".plan").name, b.profile(), precision,
-                          cache=f"{b.name}.timing.cache")
     script = path.with_suffix(".trtexec.sh")
-    script.write_text(f"#!/bin/sh\n# Build a TensorRT engine from {path.name} without Python.\n"
-                      f"cd \"$(dirname \"$0\")\"\n{cmd}\n")
+    script.write_text(trtexec_script(path, path.with_suffix(".plan"), b.profile(), precision,
+                                     f"{b.name}.timing.cache"))
     script.chmod(0o755)
     return path
 
