@@ -4,10 +4,14 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +21,7 @@ from conftest import tiny_args
 from gantk.checkpoints import atomic_save
 from gantk.cli import main
 from gantk.errors import CheckpointError
-from gantk.models import load_generator
+from gantk.models import define_G, load_generator
 from gantk.models.cyclegan import CycleGANModel
 from gantk.train.lock import ExperimentLock
 
@@ -213,3 +217,46 @@ def test_resuming_a_state_without_an_optimizer_is_one_line(trained, capsys):
     atomic_save(state, path)  # a consistent file (checksum and all), just incomplete
     assert main(tiny_args(data, ckpt, max_iters=2, continue_train=True)) == 2
     one_line_error(capsys, "has no optimizers D")
+
+
+def as_nobody() -> list[str] | None:
+    """The command prefix that runs as the unprivileged user `nobody` (root ignores permission bits), or None."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return None
+    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    ok = subprocess.run([*prefix, sys.executable, "-c", "import gantk"], capture_output=True, cwd="/")
+    return prefix if ok.returncode == 0 else None
+
+
+@pytest.mark.skipif(as_nobody() is None, reason="needs root (to switch to `nobody`), setpriv and a world-readable "
+                                               "checkout: root may write anywhere, so only another user can test this")
+def test_unwritable_outputs_are_refused_in_one_line_before_any_work():
+    """Run as `nobody` against a root-owned 0755 folder: train, translate, export and eval refuse in one line
+    naming the option and the folder, and create nothing."""
+    ro = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        g = ro / "latest_net_G.pth"
+        torch.save(define_G(3, 3, 4, "resnet_6blocks").state_dict(), g)
+        photo = ro / "in.png"
+        Image.new("RGB", (40, 40), (90, 120, 150)).save(photo)
+        for p in [ro, *ro.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        before = sorted(ro.rglob("*"))
+        cases = {
+            ("--checkpoints_dir/--name", "is not writable"): ["train", "--dataroot", str(ro), "--checkpoints_dir",
+                                                              str(ro), "--name", "new"],
+            ("--output", "is not writable"): ["translate", "--weights", str(g), "--netG", "resnet_6blocks", "--ngf", "4",
+                                              "--input", str(photo), "--output", str(ro / "out")],
+            ("--out", "cannot create folders in"): ["export", "--weights", str(g), "--netG", "resnet_6blocks", "--ngf",
+                                                    "4", "--format", "onnx", "--out", str(ro / "exp_onnx")],
+            ("--out", "is not writable"): ["eval", "--results", str(ro), "--reference", str(ro), "--paired"],
+        }
+        for (option, words), args in cases.items():
+            proc = subprocess.run([*as_nobody(), sys.executable, "-m", "gantk", *args], capture_output=True, text=True,
+                                  cwd="/", env={**os.environ, "HOME": str(ro)}, timeout=120)
+            err = proc.stderr.strip()
+            assert proc.returncode == 2 and err.startswith("gantk: error:") and "\n" not in err, (args[0], err)
+            assert option in err and words in err and str(ro) in err, (args[0], err)
+        assert sorted(ro.rglob("*")) == before
+    finally:
+        shutil.rmtree(ro)
