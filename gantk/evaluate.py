@@ -1,16 +1,19 @@
 """`gantk eval`: score translated images against references.
 
 Paired (`--paired`): each result is matched to one reference image and scored by PSNR, SSIM and MAE
-(`gantk.metrics`), per image and as the mean. Two folders are matched by file path without its suffix
-(results/a/x.png <-> reference/a/x.jpg); one folder in translate's layout (`images/` holding `<stem>_fake.png`
-and `<stem>_target.png`, pix2pix test pairs) is matched `_fake` to `_target`.
+(`gantk.metrics`), and LPIPS when its weights are given, per image and as the mean. Two folders are matched by
+file path without its suffix (results/a/x.png <-> reference/a/x.jpg); one folder in translate's layout
+(`images/` holding `<stem>_fake.png` and `<stem>_target.png`, pix2pix test pairs) is matched `_fake` to `_target`.
 Unpaired: FID and KID between the two folders' Inception features (weights required).
+Diversity (`--diversity`): BicycleGAN samples from translate (`<stem>_random_sample01..K`), grouped by input:
+LPIPS over consecutive samples (the BicycleGAN README's protocol) when its weights are given, and translate's L1.
 Every check (folders, pairs, image sizes, weights, --out) runs before any image is scored.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -22,6 +25,8 @@ from gantk.errors import GantkError
 from gantk.io import check_writable, list_images, load_image, pil_to_tensor
 
 FAKE, TARGET = "_fake", "_target"
+SAMPLE = re.compile(r"^(?P<stem>.+)_random_sample(?P<index>\d+)$")  # translate's BicycleGAN outputs
+BICYCLE_SAMPLES = 20  # the BicycleGAN README's samples per input
 
 
 def _listing(folder: str | Path, option: str) -> list[Path]:
@@ -95,16 +100,79 @@ def _rgb(path: Path) -> np.ndarray:
     return np.asarray(load_image(path, "RGB"))
 
 
-def evaluate_paired(pairs: list[tuple[str, Path, Path]], log: Callable[[str], None] = print) -> dict:
-    """PSNR (dB), SSIM and MAE (0..255) per pair and their means."""
+def evaluate_paired(pairs: list[tuple[str, Path, Path]], log: Callable[[str], None] = print,
+                    lpips_net: metrics.Distance | None = None) -> dict:
+    """PSNR (dB), SSIM and MAE (0..255) per pair and their means; LPIPS too when `lpips_net` is given."""
     rows = []
     for i, (name, a, b) in enumerate(pairs, 1):
         x, y = _rgb(a), _rgb(b)
         rows.append({"name": name, "result": str(a), "reference": str(b),
                      "psnr": metrics.psnr(x, y), "ssim": metrics.ssim(x, y), "mae": metrics.mae(x, y)})
+        if lpips_net is not None:
+            rows[-1]["lpips"] = metrics.lpips(lpips_net, x, y)
         log(f"[{i}/{len(pairs)}] {name}")
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("name", "result", "reference")}
     return {"per_image": rows, "mean": mean}
+
+
+def sample_groups(results: str | Path) -> dict[str, list[Path]]:
+    """{input stem: its random samples in sample order} from translate's BicycleGAN outputs
+    (`<stem>_random_sample01.png` ...); every input needs the same number (>= 2) of equal-size samples."""
+    results = Path(results)
+    groups: dict[str, dict[int, Path]] = {}
+    for key, f in _keyed(_listing(results, "--results"), results, "--results").items():
+        m = SAMPLE.match(key)
+        if m:
+            groups.setdefault(m["stem"], {})[int(m["index"])] = f
+    if not groups:
+        raise GantkError(f"--results {results}: no <stem>_random_sampleNN images (gantk translate of a BicycleGAN)")
+    counts = {stem: len(g) for stem, g in groups.items()}
+    k = max(counts.values())
+    short = sorted(stem for stem, n in counts.items() if n != k or n < 2)
+    if short:
+        raise GantkError(f"--results {results}: every input needs the same number (>= 2) of random samples; "
+                         f"{_few(short)} {'has' if len(short) == 1 else 'have'} {counts[short[0]]}, others {k}")
+    for stem, g in groups.items():
+        sizes = {_size(f) for f in g.values()}
+        if len(sizes) > 1:
+            raise GantkError(f"--results {results}: the samples of {stem} differ in size: {sorted(sizes)}")
+    return {stem: [groups[stem][i] for i in sorted(groups[stem])] for stem in sorted(groups)}
+
+
+def evaluate_diversity(groups: dict[str, list[Path]], log: Callable[[str], None] = print,
+                       lpips_net: metrics.Distance | None = None) -> dict:
+    """Per input: LPIPS over consecutive samples (when `lpips_net` is given) and translate's L1 diversity
+    (all pairs); means over inputs."""
+    from gantk.models.bicyclegan import diversity
+    rows = []
+    for i, (stem, files) in enumerate(groups.items(), 1):
+        samples = list(_tensors(files))
+        rows.append({"name": stem, "samples": len(files), "l1": diversity(samples)})
+        if lpips_net is not None:
+            rows[-1]["lpips"] = metrics.lpips_diversity(lpips_net, [samples])[0]
+        log(f"[{i}/{len(groups)}] {stem}")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("name", "samples")}
+    return {"per_input": rows, "mean": mean}
+
+
+def _lpips(net: str, heads: str | None, backbone: str | None, sizes, dev, log, protocol=("lpips",)
+           ) -> tuple[metrics.Distance | None, dict]:
+    """(LPIPS network or None, its protocol entries: `protocol` from metrics.PROTOCOL, net and files); None with
+    a note when no weights were asked for. Weights and image sizes are checked before anything is loaded."""
+    from gantk.nn.lpips import NETS, load_lpips, lpips_requested, resolve_lpips_weights
+    if not lpips_requested(heads, backbone):
+        log("note: LPIPS left out: give --lpips-weights (the published v0.1 heads) and --lpips-backbone "
+            "(torchvision's weights) to include it")
+        return None, {}
+    heads, backbone = resolve_lpips_weights(heads, backbone, net)
+    small = [f"{w}x{h}" for w, h in sizes if min(w, h) < NETS[net].min_size]
+    if small:
+        raise GantkError(f"--lpips-net {net} needs images of at least {NETS[net].min_size} px a side, got "
+                         f"{small[0]}")
+    path = lambda w: w if w == "random" else os.path.abspath(w)  # noqa: E731
+    return load_lpips(net, heads, backbone, dev), {**{k: metrics.PROTOCOL[k] for k in protocol}, "lpips_net": net,
+                                                   "lpips_version": "0.1", "lpips_weights": path(heads),
+                                                   "lpips_backbone": path(backbone)}
 
 
 def _tensors(files: list[Path]):
@@ -121,9 +189,11 @@ def evaluate_unpaired(res_files: list[Path], ref_files: list[Path], extractor: m
     return {"fid": metrics.fid_from_features(f1, f2), "kid": {"mean": kid_mean, "std": kid_std}}
 
 
-def run_eval(results, reference=None, paired: bool = False, out=None, inception_weights: str | None = None,
-             batch_size: int = 32, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
-             device: str = "auto", log: Callable[[str], None] = print) -> tuple[dict, Path]:
+def run_eval(results, reference=None, paired: bool = False, diversity: bool = False, out=None,
+             inception_weights: str | None = None, lpips_net: str = "alex", lpips_weights: str | None = None,
+             lpips_backbone: str | None = None, batch_size: int = 32, kid_subsets: int = 100,
+             kid_subset_size: int = 1000, seed: int = 0, device: str = "auto",
+             log: Callable[[str], None] = print) -> tuple[dict, Path]:
     """Check everything, score, write the JSON record (`out`, default <results>/eval.json); (record, path)."""
     from gantk.nn.inception import load_fid_inception, resolve_inception_weights
     from gantk.runtime import resolve_device
@@ -132,15 +202,32 @@ def run_eval(results, reference=None, paired: bool = False, out=None, inception_
                                ("--kid-subset-size", kid_subset_size, 2)):
         if value < low:
             raise GantkError(f"{option} must be >= {low}, got {value}")
-    protocol = {k: metrics.PROTOCOL[k] for k in (("paired_scale", "psnr", "ssim", "mae") if paired
-                                                 else ("features", "fid", "kid"))}
-    doc = {"mode": "paired" if paired else "unpaired", "results": os.path.abspath(results),
-           "reference": reference and os.path.abspath(reference)}
-    if paired:
-        pairs = pair_files(results, reference)
-        protocol.update(images=len(pairs), pairing=f"<stem>{FAKE} <-> <stem>{TARGET}" if one_folder(results, reference)
-                        else "relative path without suffix")
-        doc.update(evaluate_paired(pairs, log))
+    if diversity and (paired or reference is not None):
+        raise GantkError("--diversity scores one folder of BicycleGAN samples: drop --paired and --reference")
+    mode = "diversity" if diversity else "paired" if paired else "unpaired"
+    protocol = {k: metrics.PROTOCOL[k] for k in {"paired": ("paired_scale", "psnr", "ssim", "mae"),
+                                                 "unpaired": ("features", "fid", "kid"),
+                                                 "diversity": ("diversity_l1",)}[mode]}
+    doc = {"mode": mode, "results": os.path.abspath(results), "reference": reference and os.path.abspath(reference)}
+    if paired or diversity:
+        if paired:
+            pairs = pair_files(results, reference)
+            files = [a for _, a, _ in pairs]
+            protocol.update(images=len(pairs), pairing=f"<stem>{FAKE} <-> <stem>{TARGET}"
+                            if one_folder(results, reference) else "relative path without suffix")
+        else:
+            groups = sample_groups(results)
+            files = [f for g in groups.values() for f in g]
+            k = len(next(iter(groups.values())))
+            protocol.update(inputs=len(groups), samples_per_input=k, lpips_pairs_per_input=k - 1,
+                            grouping="<stem>_random_sampleNN by <stem>, in NN order")
+            if k != BICYCLE_SAMPLES:
+                log(f"note: {k} samples per input; the BicycleGAN README's protocol uses {BICYCLE_SAMPLES} "
+                    f"(gantk translate --n_samples {BICYCLE_SAMPLES})")
+        net, entries = _lpips(lpips_net, lpips_weights, lpips_backbone, {_size(f) for f in files},
+                              resolve_device(device), log, ("lpips", "lpips_diversity") if diversity else ("lpips",))
+        protocol.update(entries)
+        doc.update(evaluate_paired(pairs, log, net) if paired else evaluate_diversity(groups, log, net))
     else:
         res_files = _listing(results, "--results")
         if reference is None:
@@ -164,14 +251,22 @@ def run_eval(results, reference=None, paired: bool = False, out=None, inception_
 
 
 def format_table(doc: dict) -> str:
-    """The record as a text table: one row per image and the mean (paired), or FID and KID."""
+    """The record as a text table: one row per image (paired) or input (diversity) and the mean, or FID and KID."""
     if doc["mode"] == "unpaired":
         n = doc["protocol"]["images"]
         return (f"FID {doc['fid']:.4f}   KID {doc['kid']['mean']:.6f} +- {doc['kid']['std']:.6f}   "
                 f"({n['results']} results, {n['reference']} references, "
                 f"{doc['protocol']['kid_subsets']} KID subsets of {doc['protocol']['kid_subset_size']})")
-    width = max(len("mean"), *(len(r["name"]) for r in doc["per_image"]))
-    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>7}  {'MAE':>7}"]
-    for r in [*doc["per_image"], {"name": "mean", **doc["mean"]}]:
-        lines.append(f"{r['name']:<{width}}  {r['psnr']:>8.3f}  {r['ssim']:>7.4f}  {r['mae']:>7.3f}")
+    rows = doc["per_image" if doc["mode"] == "paired" else "per_input"]
+    columns = [(k, label, fmt) for k, label, fmt in (
+        ("psnr", "PSNR dB", ".3f"), ("ssim", "SSIM", ".4f"), ("mae", "MAE", ".3f"),
+        ("lpips", "LPIPS", ".4f"), ("l1", "L1", ".4f")) if k in doc["mean"]]
+    if doc["mode"] == "diversity":
+        columns[0:0] = [("samples", "samples", "d")]
+    width = max(len("mean"), *(len(r["name"]) for r in rows))
+    lines = [f"{'image' if doc['mode'] == 'paired' else 'input':<{width}}"
+             + "".join(f"  {label:>8}" for _, label, _ in columns)]
+    for r in [*rows, {"name": "mean", **doc["mean"]}]:
+        lines.append(f"{r['name']:<{width}}" + "".join(f"  {r[k]:>8{fmt}}" if k in r else f"  {'':>8}"
+                                                       for k, _, fmt in columns))
     return "\n".join(lines)

@@ -7,6 +7,9 @@ are mapped to 0..255 by (t + 1) * 127.5 without rounding; all arithmetic is floa
 Unpaired (two sets of images): `frechet_distance` (FID, Heusel et al. 2017, as pytorch-fid computes it) and
 `kid` (KID, Binkowski et al. 2018, as torch-fidelity computes it) on features from a `FeatureExtractor`,
 by default the FID Inception-v3 (`gantk.nn.inception`). `PROTOCOL` records how numbers were made.
+
+LPIPS (Zhang et al. 2018) with a distance network such as `gantk.nn.lpips.LPIPS`: `lpips` (mean over pairs)
+and `lpips_diversity` (the BicycleGAN README's protocol: consecutive pairs of one input's samples).
 """
 from __future__ import annotations
 
@@ -36,10 +39,20 @@ PROTOCOL = {
            "eps 1e-6 added to both diagonals when the product is singular",
     "kid": "unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 over random subsets (without replacement) of both "
            "sets; mean and std over the subsets",
+    "lpips": "LPIPS v0.1 (Zhang et al. 2018): 8-bit RGB -> [-1, 1] at full resolution (no resizing); per "
+             "layer: channels unit-normalised, squared difference, published 1x1 linear head, spatial mean; "
+             "sum over the 5 layers; mean over pairs",
+    "lpips_diversity": "BicycleGAN README: per input, LPIPS between consecutive random samples (01-02, 02-03, "
+                       "..., K-1 pairs for K samples; the README uses 20 samples, 19 pairs), mean over its "
+                       "pairs, then mean over inputs. The README's figures used LPIPS v0.0, these v0.1",
+    "diversity_l1": "gantk translate's diversity: mean |a - b| over all pairs of one input's samples, images "
+                    "in [-1, 1]; mean over inputs",
 }
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 """NCHW float images in [-1, 1] -> (N, D) features (e.g. `gantk.nn.inception.FIDInceptionV3`)."""
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Two NCHW float image batches in [-1, 1] -> (N,) distances (e.g. `gantk.nn.lpips.LPIPS`)."""
 
 
 def as_255(x) -> np.ndarray:
@@ -181,3 +194,43 @@ def extract_features(extractor: FeatureExtractor, images: Iterable[torch.Tensor]
 def fid_from_features(feats1, feats2) -> float:
     """FID of two (N, D) feature sets."""
     return frechet_distance(*feature_statistics(feats1), *feature_statistics(feats2))
+
+
+def as_batch(x) -> torch.Tensor:
+    """Images as an NCHW float tensor in [-1, 1]: tensors (CHW or NCHW) are taken as they are, uint8 HxWxC
+    arrays (or a list of them) are mapped by x / 127.5 - 1."""
+    if isinstance(x, torch.Tensor):
+        return (x[None] if x.dim() == 3 else x).float()
+    a = np.asarray(x, dtype=np.float32)
+    a = a[None] if a.ndim == 3 else a
+    return torch.from_numpy(a).permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def _device(net) -> torch.device | str:
+    params = getattr(net, "parameters", None)
+    return next(params(), torch.empty(0)).device if params else "cpu"
+
+
+@torch.no_grad()
+def lpips(net: Distance, a, b) -> float:
+    """Mean LPIPS over the pairs (a[i], b[i]): tensors in [-1, 1] (CHW or NCHW) or uint8 HxWxC arrays;
+    0 for identical images. `net` is e.g. `gantk.nn.lpips.load_lpips(...)`."""
+    a, b = as_batch(a), as_batch(b)
+    if a.shape != b.shape:
+        raise GantkError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    dev = _device(net)
+    return float(net(a.to(dev), b.to(dev)).double().mean())
+
+
+def lpips_diversity(net: Distance, groups: Iterable) -> tuple[float, list[float]]:
+    """The BicycleGAN README's diversity: for each input's samples s_1..s_K (K >= 2, in order), the mean
+    LPIPS of (s_1, s_2), (s_2, s_3), ..., (s_K-1, s_K); returns (mean over inputs, per-input means)."""
+    per_input = []
+    for samples in groups:
+        s = torch.cat([as_batch(x) for x in samples])
+        if len(s) < 2:
+            raise GantkError(f"LPIPS diversity needs at least 2 samples per input, got {len(s)}")
+        per_input.append(lpips(net, s[:-1], s[1:]))
+    if not per_input:
+        raise GantkError("LPIPS diversity: no inputs")
+    return float(np.mean(per_input)), per_input

@@ -2,6 +2,7 @@
 hand-computed Fréchet distances and an explicit double-loop MMD^2; one-line errors before any work."""
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from gantk.cli import main
 from gantk.errors import GantkError
 from gantk.io import pil_to_tensor
 from gantk.nn.inception import FIDInceptionV3, load_fid_inception
+from gantk.nn.lpips import load_lpips
 
 RNG = np.random.default_rng(0)
 
@@ -271,3 +273,110 @@ def test_eval_errors_are_one_line_before_any_work(tmp_path, capsys, monkeypatch)
     assert "--out" in one_line_error(capsys, ["eval", "--results", str(res), "--reference", str(ref), "--paired",
                                               "--out", str(tmp_path)])
     assert not out.exists()
+
+
+# ---- LPIPS (paired, BicycleGAN diversity) and gantk eval with it ----
+
+LPIPS_HEADS = str(Path(__file__).parent / "data" / "lpips_v0.1_alex.pth")  # the published v0.1 heads
+
+
+def as_tensor(path) -> torch.Tensor:
+    return pil_to_tensor(Image.open(path).convert("RGB"))[None]
+
+
+def test_lpips_is_the_mean_over_pairs_and_takes_8bit_arrays():
+    net = load_lpips("alex", LPIPS_HEADS, "random")
+    a, b = RNG.integers(0, 256, (2, 2, 40, 40, 3), dtype=np.uint8)
+    each = [net(pil_to_tensor(Image.fromarray(x))[None], pil_to_tensor(Image.fromarray(y))[None]).item()
+            for x, y in zip(a, b)]
+    assert metrics.lpips(net, a, b) == pytest.approx(np.mean(each), rel=1e-5)
+    assert metrics.lpips(net, a[0], b[0]) == pytest.approx(each[0], rel=1e-5)
+    assert metrics.lpips(net, a, a) == 0
+
+
+def test_lpips_diversity_uses_consecutive_pairs_then_the_mean_over_inputs():
+    """With constant images and |difference| as the distance: input 1 has samples 0, 0.5, -0.5 -> pairs 1-2, 2-3:
+    (0.5 + 1) / 2 (all pairs would give 2/3); input 2: 0; mean 0.375."""
+    dist = lambda x, y: (x - y).abs().mean((1, 2, 3))  # noqa: E731
+    const = lambda v: torch.full((3, 4, 4), v)  # noqa: E731
+    mean, per_input = metrics.lpips_diversity(dist, [[const(0), const(0.5), const(-0.5)], [const(0.2), const(0.2)]])
+    assert per_input == pytest.approx([0.75, 0.0]) and mean == pytest.approx(0.375)
+    with pytest.raises(GantkError, match="at least 2 samples"):
+        metrics.lpips_diversity(dist, [[const(0)]])
+
+
+def test_eval_paired_adds_lpips_with_its_protocol(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GANTK_LPIPS", raising=False)
+    monkeypatch.delenv("GANTK_LPIPS_BACKBONE", raising=False)
+    ref, res, _, _ = write_pairs(tmp_path)
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--results", str(res), "--reference", str(ref), "--paired", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert "lpips" not in doc["mean"] and "lpips_net" not in doc["protocol"]
+    assert "LPIPS left out" in capsys.readouterr().err
+    assert main(["eval", "--results", str(res), "--reference", str(ref), "--paired", "--out", str(out),
+                 "--lpips-weights", LPIPS_HEADS, "--lpips-backbone", "random"]) == 0
+    doc = json.loads(out.read_text())
+    net = load_lpips("alex", LPIPS_HEADS, "random")
+    for r in doc["per_image"]:
+        assert r["lpips"] == pytest.approx(net(as_tensor(r["result"]), as_tensor(r["reference"])).item(), rel=1e-5)
+        assert r["lpips"] > 0
+    assert doc["mean"]["lpips"] == pytest.approx(np.mean([r["lpips"] for r in doc["per_image"]]))
+    p = doc["protocol"]
+    assert (p["lpips_net"], p["lpips_version"], p["lpips_weights"], p["lpips_backbone"]) == (
+        "alex", "0.1", LPIPS_HEADS, "random") and "unit-normalised" in p["lpips"]
+    assert "LPIPS" in capsys.readouterr().out
+
+
+class ShiftG(torch.nn.Module):
+    """A stand-in BicycleGAN generator: the input shifted by the first three entries of z (one colour per z)."""
+    arch = {"nz": 8}
+
+    def forward(self, x, z):
+        return (x + z[:, :3, None, None] / 2).clamp(-1, 1)
+
+
+def test_eval_diversity_of_bicyclegan_samples(tmp_path, capsys):
+    """translate's files (<stem>_random_sample01..04 beside _input and _grid) grouped by input: LPIPS of the
+    consecutive samples as computed from the files directly, and translate's L1 diversity (up to 8-bit rounding)."""
+    from gantk.translate import translate_bicycle
+    photo = skdata.astronaut()
+    items = [(f"{i}.png", pil_to_tensor(Image.fromarray(photo[i * 100:i * 100 + 40, :48])), None) for i in range(2)]
+    scores, _ = translate_bicycle(ShiftG(), None, items, tmp_path, n_samples=4, sync=False, seed=0)
+    images, out = tmp_path / "images", tmp_path / "div.json"
+    assert main(["eval", "--results", str(images), "--diversity", "--out", str(out),
+                 "--lpips-weights", LPIPS_HEADS, "--lpips-backbone", "random"]) == 0
+    doc = json.loads(out.read_text())
+    net = load_lpips("alex", LPIPS_HEADS, "random")
+    for r, stem in zip(doc["per_input"], ("0", "1")):
+        s = [as_tensor(images / f"{stem}_random_sample{k:02d}.png") for k in range(1, 5)]
+        assert r["name"] == stem and r["samples"] == 4
+        assert r["lpips"] == pytest.approx(np.mean([net(s[k], s[k + 1]).item() for k in range(3)]), rel=1e-5)
+        assert r["l1"] == pytest.approx(scores[f"{stem}.png"], abs=0.01)
+    assert doc["mean"]["lpips"] == pytest.approx(np.mean([r["lpips"] for r in doc["per_input"]]))
+    p = doc["protocol"]
+    assert (p["inputs"], p["samples_per_input"], p["lpips_pairs_per_input"], p["lpips_net"]) == (2, 4, 3, "alex")
+    assert "consecutive" in p["lpips_diversity"]
+    captured = capsys.readouterr()
+    assert "README's protocol uses 20" in captured.err and "LPIPS" in captured.out
+    o = ["--out", str(tmp_path / "e.json")]
+    assert "--paired" in one_line_error(capsys, ["eval", "--results", str(images), "--diversity", "--paired", *o])
+    (tmp_path / "plain").mkdir()
+    Image.new("RGB", (40, 40)).save(tmp_path / "plain" / "0_input.png")
+    assert "random_sample" in one_line_error(capsys, ["eval", "--results", str(tmp_path / "plain"), "--diversity", *o])
+    (images / "1_random_sample03.png").unlink()
+    assert "same number" in one_line_error(capsys, ["eval", "--results", str(images), "--diversity", *o])
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_eval_lpips_errors_are_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GANTK_LPIPS_BACKBONE", raising=False)
+    ref, res, _, _ = write_pairs(tmp_path)
+    o = ["--results", str(res), "--reference", str(ref), "--paired", "--out", str(tmp_path / "e.json")]
+    assert "--lpips-backbone" in one_line_error(capsys, ["eval", *o, "--lpips-weights", LPIPS_HEADS])
+    assert "lpips_v0.1_alex.pth" in one_line_error(capsys, ["eval", *o, "--lpips-net", "vgg", "--lpips-weights",
+                                                             LPIPS_HEADS, "--lpips-backbone", "random"])
+    Image.new("RGB", (30, 30)).save(res / "x0.png")
+    Image.new("RGB", (30, 30)).save(ref / "x0.png")
+    assert "31 px" in one_line_error(capsys, ["eval", *o, "--lpips-weights", "random", "--lpips-backbone", "random"])
+    assert not (tmp_path / "e.json").exists()
