@@ -169,10 +169,14 @@ def _lpips(net: str, heads: str | None, backbone: str | None, sizes, dev, log, p
     if small:
         raise GantkError(f"--lpips-net {net} needs images of at least {NETS[net].min_size} px a side, got "
                          f"{small[0]}")
-    path = lambda w: w if w == "random" else os.path.abspath(w)  # noqa: E731
     return load_lpips(net, heads, backbone, dev), {**{k: metrics.PROTOCOL[k] for k in protocol}, "lpips_net": net,
-                                                   "lpips_version": "0.1", "lpips_weights": path(heads),
-                                                   "lpips_backbone": path(backbone)}
+                                                   "lpips_version": "0.1", "lpips_weights": _where(heads),
+                                                   "lpips_backbone": _where(backbone)}
+
+
+def _where(weights: str) -> str:
+    """A weights file as an absolute path for the record; the "random" switch as it is."""
+    return weights if weights == "random" else os.path.abspath(weights)
 
 
 def _tensors(files: list[Path]):
@@ -204,6 +208,8 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
             raise GantkError(f"{option} must be >= {low}, got {value}")
     if diversity and (paired or reference is not None):
         raise GantkError("--diversity scores one folder of BicycleGAN samples: drop --paired and --reference")
+    if not (paired or diversity) and (lpips_weights or lpips_backbone):
+        raise GantkError("--lpips-weights/--lpips-backbone apply to --paired and --diversity, not to FID/KID")
     mode = "diversity" if diversity else "paired" if paired else "unpaired"
     protocol = {k: metrics.PROTOCOL[k] for k in {"paired": ("paired_scale", "psnr", "ssim", "mae"),
                                                  "unpaired": ("features", "fid", "kid"),
@@ -237,7 +243,7 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
         weights = resolve_inception_weights(inception_weights)
         dev = resolve_device(device)
         protocol.update(images={"results": len(res_files), "reference": len(ref_files)},
-                        weights=weights if weights == "random" else os.path.abspath(weights),
+                        weights=_where(weights),
                         kid_subsets=kid_subsets, kid_subset_size=size, kid_seed=seed)
         if min(len(res_files), len(ref_files)) < 2048:
             log(f"note: FID from fewer than 2048 images per set ({len(res_files)}, {len(ref_files)}) is biased "

@@ -376,6 +376,8 @@ def test_eval_lpips_errors_are_one_line_before_any_work(tmp_path, capsys, monkey
     assert "--lpips-backbone" in one_line_error(capsys, ["eval", *o, "--lpips-weights", LPIPS_HEADS])
     assert "lpips_v0.1_alex.pth" in one_line_error(capsys, ["eval", *o, "--lpips-net", "vgg", "--lpips-weights",
                                                              LPIPS_HEADS, "--lpips-backbone", "random"])
+    assert "FID/KID" in one_line_error(capsys, ["eval", *o[:4], "--inception-weights", "random", *o[5:],
+                                                "--lpips-weights", LPIPS_HEADS])
     Image.new("RGB", (30, 30)).save(res / "x0.png")
     Image.new("RGB", (30, 30)).save(ref / "x0.png")
     assert "31 px" in one_line_error(capsys, ["eval", *o, "--lpips-weights", "random", "--lpips-backbone", "random"])
