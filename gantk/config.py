@@ -17,6 +17,8 @@ from gantk.nn.layers import INIT_TYPES, NORMS
 from gantk.nn.losses import GAN_MODES
 
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
+# held-out metrics a training run can keep its best networks by: name -> higher is better
+EVAL_DIRECTIONS = {"psnr": True, "ssim": True, "mae": False, "cycle_mae": False, "kid": False, "fid": False}
 
 
 def opt(default, help: str, choices: tuple | None = None, off: str | None = None, min: float | None = None,
@@ -57,6 +59,14 @@ class TrainConfig:
     save_latest_freq: int = opt(5000, "save the resumable latest state every this many iterations", min=1)
     print_freq: int = opt(100, "log losses every this many iterations", min=1)
     display_freq: int = opt(400, "save a sample grid every this many iterations", min=1)
+    tensorboard: bool = opt(False, "also write a TensorBoard log to <experiment>/tensorboard/")
+    # evaluation on the held-out split (test/ or val/)
+    eval_freq: int = opt(0, "score the generator on the held-out split every this many epochs and after the "
+                            "last, keeping best_net_* files (0: off)", min=0)
+    eval_num: int = opt(50, "held-out images scored per evaluation", min=1)
+    eval_metric: str = opt("auto", "metric that picks best_net_*: auto = psnr (paired), kid (cyclegan with "
+                                   "Inception weights) or cycle_mae (cyclegan)", ("auto", *EVAL_DIRECTIONS))
+    inception_weights: str = opt("", "pytorch-fid's Inception file for kid/fid (default: $GANTK_INCEPTION)")
     # speed
     amp: bool = opt(False, "mixed precision: bf16 autocast on CPU, fp16 (+GradScaler) on CUDA")
     amp_dtype: str = opt("auto", "autocast dtype", AMP_DTYPES)

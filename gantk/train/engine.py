@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from gantk.checkpoints import TRAIN_STATE_FORMAT, load_state_dict_checked, read_checkpoint, save_files
-from gantk.config import TrainConfig
+from gantk.config import EVAL_DIRECTIONS, TrainConfig
 from gantk.data import EpochSampler
 from gantk.errors import CheckpointError, GantkError
 from gantk.io import check_writable
@@ -22,8 +22,9 @@ from gantk.models.loading import sidecar_path, sidecar_text
 from gantk.models.registry import get_model_class
 from gantk.runtime import resolve_device
 from gantk.train.distributed import any_rank, barrier, gather, init_distributed, shutdown
+from gantk.train.evaluation import BEST_STATE, Evaluator, best_state_text, check_eval_config
 from gantk.train.lock import ExperimentLock
-from gantk.train.report import Reporter
+from gantk.train.report import Reporter, require_tensorboard
 
 log = logging.getLogger("gantk.train")
 LATEST = "latest_state.pt"
@@ -39,6 +40,9 @@ def check_config(cfg: TrainConfig) -> None:
     resolve_device(cfg.device)
     check_writable(Path(cfg.checkpoints_dir) / cfg.name, "--checkpoints_dir/--name", folder=True)
     get_model_class(cfg.model_name()).check_config(cfg)
+    check_eval_config(cfg)
+    if cfg.tensorboard:
+        require_tensorboard()
     latest = Path(cfg.checkpoints_dir) / cfg.name / LATEST
     if latest.is_file() and not (cfg.continue_train or cfg.overwrite):
         raise GantkError(f"{latest} holds a trained experiment: resume it with --continue_train, or start again "
@@ -65,9 +69,21 @@ def check_finite(model) -> None:
         raise GantkError(f"non-finite weights in {bad}: not saved, the files on disk keep the last good state")
 
 
-def save_nets(model, folder: Path, prefix: str, step: int) -> None:
+def save_nets(model, folder: Path, prefix: str, step: int, extra: dict | None = None) -> None:
+    """`<prefix>_net_*` files (and `extra` {path: content} files) written as one set."""
     check_finite(model)
-    save_files(net_files(model, folder, prefix, step))
+    save_files({**net_files(model, folder, prefix, step), **(extra or {})})
+
+
+def evaluate(model, evaluator: Evaluator, reporter: Reporter, folder: Path, epoch: int, total_iters: int) -> None:
+    """Score the held-out split; a new best value saves best_net_* and best_state.json as one set."""
+    row = evaluator.evaluate(model, epoch, total_iters)
+    if row["best"]:
+        save_nets(model, folder, "best", total_iters, {folder / BEST_STATE: best_state_text(row)})
+    reporter.log_eval(row)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k in EVAL_DIRECTIONS)
+    tqdm.write(f"held-out {row['phase']} ({row['images']} images) after epoch {epoch}: {scores}"
+               + (f"; best {row['metric']} so far: saved best_net_*" if row["best"] else ""))
 
 
 def rank_state(model) -> dict:
@@ -172,19 +188,22 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     epoch, epoch_iter, steps, total_iters = cfg.epoch_count, 0, 0, 0
     if cfg.continue_train:
         epoch, epoch_iter, steps, total_iters = resume(model, cfg, folder, rank, world)
-    reporter = None
+    reporter = evaluator = None
     if main:
         for stale in folder.glob(".*.tmp"):  # temp files of saves killed midway
             stale.unlink(missing_ok=True)
         cfg.save(folder)
-        reporter = Reporter(folder, f"{cfg.name} ({cfg.model_name()})", cfg.describe())
+        reporter = Reporter(folder, f"{cfg.name} ({cfg.model_name()})", cfg.describe(), cfg.tensorboard, total_iters)
+        reporter.trim_eval(total_iters)
+        evaluator = Evaluator(cfg, folder) if cfg.eval_freq else None
         tqdm.write(cfg.describe())
         tqdm.write(f"{len(dataset)} training images, {world} process(es) on {device}; "
                    f"checkpoints and samples in {folder}")
     model.train()
-    with stop_on_sigterm() as sigterm:
-        epoch, epoch_iter, steps, total_iters = _loop(cfg, model, dataset, sampler, loader, reporter, folder, main,
-                                                      (epoch, epoch_iter, steps, total_iters), world, sigterm)
+    with stop_on_sigterm() as sigterm, contextlib.closing(reporter) if main else contextlib.nullcontext():
+        epoch, epoch_iter, steps, total_iters = _loop(cfg, model, dataset, sampler, loader, reporter, evaluator,
+                                                      folder, main, (epoch, epoch_iter, steps, total_iters), world,
+                                                      sigterm)
     ranks = gather(rank_state(model))
     if main:
         save_state(model, cfg, folder, epoch, epoch_iter, steps, total_iters, ranks)
@@ -195,7 +214,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
     return folder
 
 
-def _loop(cfg, model, dataset, sampler, loader, reporter, folder, main, position, world, sigterm):
+def _loop(cfg, model, dataset, sampler, loader, reporter, evaluator, folder, main, position, world, sigterm):
     """The epochs from `position` (epoch, epoch_iter, steps, total_iters) on; returns where it stopped."""
     epoch, epoch_iter, steps, total_iters = position
     last_epoch = cfg.epoch_count + cfg.n_epochs + cfg.n_epochs_decay - 1
@@ -223,7 +242,8 @@ def _loop(cfg, model, dataset, sampler, loader, reporter, folder, main, position
                 bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:4]})
                 if crossed(cfg.print_freq) or steps == 1:
                     t_comp = time.perf_counter() - t0
-                    reporter.log_losses(epoch, total_iters, t_comp, t0 - t_data_start, losses, model.learning_rate())
+                    reporter.log_losses(epoch, total_iters, t_comp, t0 - t_data_start, losses, model.learning_rate(),
+                                        {k: o.param_groups[0]["lr"] for k, o in model.optimizers.items()})
                 if crossed(cfg.display_freq):
                     reporter.save_samples(epoch, total_iters, model.current_visuals(), model.visual_rows)
 
@@ -240,6 +260,8 @@ def _loop(cfg, model, dataset, sampler, loader, reporter, folder, main, position
                 reporter.save_samples(epoch, total_iters, model.current_visuals(), model.visual_rows)
                 if epoch % cfg.save_epoch_freq == 0 or epoch == last_epoch:
                     save_nets(model, folder, str(epoch), total_iters)
+                if evaluator and (epoch % cfg.eval_freq == 0 or epoch == last_epoch):
+                    evaluate(model, evaluator, reporter, folder, epoch, total_iters)
             lr = model.update_learning_rate(g_loss_sum / max(n_steps, 1))
             epoch, epoch_iter = epoch + 1, 0
             ranks = gather(rank_state(model))
