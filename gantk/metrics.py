@@ -207,6 +207,7 @@ def as_batch(x) -> torch.Tensor:
 
 
 def _device(net) -> torch.device | str:
+    """Where a distance network's parameters live (CPU for plain functions or parameterless modules)."""
     params = getattr(net, "parameters", None)
     return next(params(), torch.empty(0)).device if params else "cpu"
 
