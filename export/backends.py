@@ -136,6 +136,15 @@ def _openvino(b: Builder) -> Path:
     return export_openvino(b.build("onnx"), b.out / f"{b.name}.xml", b.spec.metadata())
 
 
+def _safetensors(b: Builder) -> Path:
+    """The generator's weights with its family, architecture and BatchNorm mode in the header (a released file
+    `gantk translate/export/bench --weights` and `gantk serve` load). Random weights (--netG alone) are built
+    as cyclegan's generator."""
+    from gantk.models.loading import write_safetensors
+    family = "cyclegan" if b.spec.family == "random" else b.spec.family
+    return write_safetensors(b.spec.net, b.out / f"{b.name}.safetensors", family, bn_mode=b.spec.bn_mode)
+
+
 def _triton_repo(b: Builder) -> Path:
     """A Triton model repository serving the best artifact already built (TensorRT fp16, fp32, else ONNX)."""
     from gantk.export.triton_server import check_model_repository, write_model_repository
@@ -158,6 +167,7 @@ ARTIFACTS = {a.format: a for a in (
     Artifact("trt-bf16", "bf16", _trt("bf16"), ("onnx", "tensorrt"), "cuda"),
     Artifact("openvino", "fp32", _openvino, ("onnx", "openvino")),
     Artifact("triton-repo", "fp32", _triton_repo, ("onnx", "tritonclient")),
+    Artifact("safetensors", "fp32", _safetensors, ("safetensors",)),
 )}
 FORMATS = tuple(ARTIFACTS)
 

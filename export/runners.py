@@ -82,7 +82,8 @@ def numpy_feeds(inputs) -> dict[str, np.ndarray]:
 
 def load_runner(path: str | Path, device: str = "cpu", **kw) -> Runner:
     """Open any gantk artifact by its suffix: .onnx (ONNX Runtime), .pt2 (AOTInductor), .plan/.engine
-    (TensorRT), .xml (OpenVINO IR, on the CPU), or a Triton model repository folder (its model file)."""
+    (TensorRT), .xml (OpenVINO IR, on the CPU), .safetensors (PyTorch eager), or a Triton model repository
+    folder (its model file)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*/1/model.*"))
@@ -101,8 +102,15 @@ def load_runner(path: str | Path, device: str = "cpu", **kw) -> Runner:
     if suffix in (".plan", ".engine"):
         from gantk.export.tensorrt import TrtRunner
         return TrtRunner(path)
+    if suffix == ".safetensors":  # a released generator: PyTorch eager in the inference mode it was exported with
+        from gantk.export.spec import spec_for_generator
+        from gantk.models.loading import load_file
+        loaded = load_file(path)
+        bn_mode = "batch" if loaded.description.get("bn_mode") == "batch" else "eval"
+        spec = spec_for_generator(loaded.net.to(device), loaded.family.name, bn_mode)
+        return TorchRunner(lambda *xs: spec.net(*(x.to(device) for x in xs)), path.name, spec.metadata())
     if suffix == ".xml":
         from gantk.export.openvino import OpenVinoRunner
         return OpenVinoRunner(path, **kw)
-    raise GantkError(f"{path}: unknown artifact type {suffix!r}: expected .onnx, .pt2, .plan/.engine, .xml "
-                     "or a folder")
+    raise GantkError(f"{path}: unknown artifact type {suffix!r}: expected .onnx, .pt2, .plan/.engine, .xml, "
+                     ".safetensors or a folder")

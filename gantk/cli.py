@@ -242,7 +242,8 @@ def _command_line(ctx: click.Context) -> str:
 @cli.command("export")
 @generator_source
 @click.option("--format", "formats", default="onnx", show_default=True,
-              help="comma-separated: onnx, onnx-fp16, aoti, trt, trt-fp16, trt-bf16, openvino, triton-repo")
+              help="comma-separated: onnx, onnx-fp16, aoti, trt, trt-fp16, trt-bf16, openvino, triton-repo, "
+              "safetensors")
 @click.option("--out", type=click.Path(), help="output folder (default ./exports/<name>); its content is replaced "
               "only when every artifact passes parity")
 @click.option("--parity_images", type=click.Path(exists=True), help="real images for the parity check "
@@ -257,7 +258,8 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--verify", type=click.Path(), default=None, help="export nothing: check the files of this export "
               "folder against its manifest's checksums and re-run its parity checks")
 def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_size, max_size, device, verify, **src):
-    """Export a generator (ONNX, fp16 ONNX, AOTInductor, TensorRT, OpenVINO, Triton repository); prove parity."""
+    """Export a generator (ONNX, fp16 ONNX, AOTInductor, TensorRT, OpenVINO, Triton repository, safetensors);
+    prove parity."""
     import os
     from gantk.export.parity import load_photos
     from gantk.export.pipeline import check_request, run_export, verify_export

@@ -1,23 +1,25 @@
 """The one generator loader: an experiment (--name/--epoch) or a file (--weights) -> (network, arch, family).
 
 gantk writes `<epoch>_net_<X>.json` next to each `<epoch>_net_<X>.pth` with the family and architecture, and
-keeps both in `latest_state.pt`, so nothing of its own is guessed. Reference files stay bare state dicts;
-for them (and older gantk experiments) the architecture comes, lowest first, from the family's defaults,
-the experiment's saved options (train_opt.json), what the file's keys and shapes say, then what the caller
-gives explicitly.
+keeps both in `latest_state.pt`, so nothing of its own is guessed; a released generator (`gantk export
+--format safetensors`) is one `.safetensors` file with the same description in its header metadata.
+Reference files stay bare state dicts; for them (and older gantk experiments) the architecture comes,
+lowest first, from the family's defaults, the experiment's saved options (train_opt.json), what the file's
+keys and shapes say, then what the caller gives explicitly.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn as nn
 
 from gantk.checkpoints import (TRAIN_STATE_FORMAT, describe_generator, generator_state, load_state_dict_checked,
-                               read_checkpoint, save_files)
+                               read_checkpoint, save_files, verify_checksum)
 from gantk.errors import CheckpointError, GantkError
 from gantk.models.registry import Family, get_family
+from gantk.nn.inference import prepare_for_inference
 
 SIDECAR_FORMAT = "gantk-net-v1"
 
@@ -30,6 +32,7 @@ class Loaded:
     path: Path
     options: dict           # the experiment's saved training options ({} for a bare file)
     state: bool = False     # read from a gantk training state (latest_state.pt), which holds every network
+    description: dict = field(default_factory=dict)  # what gantk recorded with it (sidecar or safetensors header)
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -55,6 +58,44 @@ def read_sidecar(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise GantkError(f"{side}: not a readable gantk network description ({e})") from None
     return meta if meta.get("format") == SIDECAR_FORMAT else {}
+
+
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise GantkError("safetensors files need the safetensors package: pip install 'gantk[export]'") from None
+    return safetensors
+
+
+def write_safetensors(net: nn.Module, path: str | Path, family: str, which: str = "G", **extra: str) -> Path:
+    """The network's weights as `path` (.safetensors), its description (the sidecar's fields, arch as JSON, plus
+    `extra` strings) in the header metadata, so `load_file` rebuilds it with nothing to guess."""
+    st = _safetensors()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    meta = {"format": SIDECAR_FORMAT, "family": family, "net": which, "arch": json.dumps(getattr(net, "arch", {})),
+            **extra}
+    return save_files({Path(path): st.torch.save(tensors, metadata=meta)}, checksum=False)[0]
+
+
+def read_safetensors(path: str | Path) -> tuple[dict, dict]:
+    """(state dict, gantk description like a sidecar's, or {} for a foreign file) of a .safetensors file."""
+    st, path = _safetensors(), Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    verify_checksum(path)
+    try:
+        with st.safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own SafetensorError for bad headers and truncation
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})".split("\n")[0]) from None
+    if meta.get("format") != SIDECAR_FORMAT:
+        return sd, {}
+    try:
+        return sd, {**meta, "arch": json.loads(meta["arch"])}
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: its header's gantk architecture is unreadable ({e})") from None
 
 
 def experiment_options(name: str | None, checkpoints_dir: str | Path) -> dict:
@@ -86,9 +127,9 @@ def load_file(path: str | Path, which: str | None = None, model: str | None = No
     reference file. `options`: the experiment's saved training options; `given`: explicit architecture
     arguments (CLI names like --no_dropout, or the factory's own like use_dropout; None = not given)."""
     path, options = Path(path), options or {}
-    ckpt = read_checkpoint(path)
+    released = path.suffix == ".safetensors"
+    ckpt, side = read_safetensors(path) if released else (read_checkpoint(path), read_sidecar(path))
     state = ckpt.get("format") == TRAIN_STATE_FORMAT
-    side = read_sidecar(path)
     probe = which or side.get("net") or ("G" if not state or "G" in ckpt["nets"] else "G_A")
     sd, in_state = generator_state(ckpt, probe, str(path))
     family = _family_of(model, side, ckpt if state else {}, options, sd)
@@ -108,9 +149,11 @@ def load_file(path: str | Path, which: str | None = None, model: str | None = No
     if guess:
         hint = "; the file looks like " + " ".join(f"--{k} {v}" for k, v in guess.items() if k != "use_dropout")
         hint += " with dropout" if guess.get("use_dropout") else ""
+    if side.get("bn_mode") == "batch":  # exported with per-image BatchNorm statistics: the file holds that network
+        prepare_for_inference(net, eval_mode=False, dropout=False, per_image=True)
     load_state_dict_checked(net, sd, str(path), hint)
     net.arch, net.family = arch, family.name
-    return Loaded(net.eval(), arch, family, path, options, state)
+    return Loaded(net.eval(), arch, family, path, options, state, side)
 
 
 def load(name: str | None = None, checkpoints_dir: str | Path = "./checkpoints", epoch: str = "latest",
