@@ -158,15 +158,16 @@ def _triton_repo(b: Builder) -> Path:
     return folder
 
 
+ONNX = ("onnx", "onnx_graphsurgeon")  # the exporter folds constants with onnx-graphsurgeon
 ARTIFACTS = {a.format: a for a in (
-    Artifact("onnx", "fp32", _onnx("fp32"), ("onnx",)),
-    Artifact("onnx-fp16", "fp16", _onnx("fp16"), ("onnx",)),
+    Artifact("onnx", "fp32", _onnx("fp32"), ONNX),
+    Artifact("onnx-fp16", "fp16", _onnx("fp16"), (*ONNX, "onnxconverter_common")),
     Artifact("aoti", "fp32", _aoti),
-    Artifact("trt", "fp32", _trt("fp32"), ("onnx", "tensorrt"), "cuda"),
-    Artifact("trt-fp16", "fp16", _trt("fp16"), ("onnx", "tensorrt"), "cuda"),
-    Artifact("trt-bf16", "bf16", _trt("bf16"), ("onnx", "tensorrt"), "cuda"),
-    Artifact("openvino", "fp32", _openvino, ("onnx", "openvino")),
-    Artifact("triton-repo", "fp32", _triton_repo, ("onnx", "tritonclient")),
+    Artifact("trt", "fp32", _trt("fp32"), (*ONNX, "tensorrt"), "cuda"),
+    Artifact("trt-fp16", "fp16", _trt("fp16"), (*ONNX, "onnxconverter_common", "tensorrt"), "cuda"),
+    Artifact("trt-bf16", "bf16", _trt("bf16"), (*ONNX, "onnxconverter_common", "tensorrt"), "cuda"),
+    Artifact("openvino", "fp32", _openvino, (*ONNX, "openvino")),
+    Artifact("triton-repo", "fp32", _triton_repo, (*ONNX, "tritonclient")),
     Artifact("safetensors", "fp32", _safetensors, ("safetensors",)),
 )}
 FORMATS = tuple(ARTIFACTS)

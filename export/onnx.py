@@ -46,43 +46,15 @@ def export_onnx(spec: ExportSpec, path: str | Path, opset: int = DEFAULT_OPSET, 
 
 
 def fold_constants(model):
-    """Evaluate every node whose inputs are all constants (e.g. the exporter's reflect-pad index
-    arithmetic) and store its result as an initializer, so Pad/Conv see plain constant inputs."""
-    onnx = _onnx()
-    from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
-    g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    graph_inputs = {i.name for i in g.input}
-    keep = []
-    for node in g.node:
-        if node.op_type == "Constant" and not node.input:
-            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" \
-                else _constant_value(node)
-            continue
-        if node.input and all(i in consts or i == "" for i in node.input) and node.domain in ("", "ai.onnx"):
-            sub = onnx.helper.make_model(
-                onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, 0, None) for o in node.output],
-                                       [numpy_helper.from_array(consts[i], i) for i in node.input if i]),
-                opset_imports=model.opset_import)
-            for name, value in zip(node.output, ReferenceEvaluator(sub).run(None, {})):
-                consts[name] = np.asarray(value)
-            continue
-        keep.append(node)
-    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
-    del g.node[:]
-    g.node.extend(keep)
-    del g.initializer[:]
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items() if k in used and k not in graph_inputs)
-    del g.value_info[:]
-    return onnx.shape_inference.infer_shapes(model)
-
-
-def _constant_value(node):
-    from onnx import helper
-    a = node.attribute[0]
-    value = helper.get_attribute_value(a)
-    return np.asarray(value, dtype=np.float32 if a.name.startswith("value_float") else np.int64)
+    """Fold every subgraph of constants (e.g. the exporter's reflect-pad index arithmetic) into initializers
+    and drop what no output uses: onnx-graphsurgeon's folding, as `polygraphy surgeon sanitize
+    --fold-constants` does, so Pad/Conv see plain constant inputs."""
+    import onnx_graphsurgeon as gs
+    graph = gs.import_onnx(model)
+    graph.fold_constants().cleanup().toposort()
+    folded = gs.export_onnx(graph)
+    del folded.graph.value_info[:]
+    return _onnx().shape_inference.infer_shapes(folded)
 
 
 def set_metadata(model, meta: dict) -> None:
@@ -131,71 +103,52 @@ def load_onnx(path: str | Path):
 # --- reduced precision ----------------------------------------------------------------------------
 KEEP_FP32_OPS = {"InstanceNormalization", "BatchNormalization", "ReduceMean", "LayerNormalization"}
 BF16_MIN_OPSET = 22  # Conv/ConvTranspose/InstanceNormalization take bfloat16 from opset 22 on
-FP32_INPUTS = {"Resize": (1, 2)}  # (op: input indices) that must stay float32 (roi, scales)
 
 
 def convert_precision(model, dtype: str = "fp16"):
-    """A copy of `model` computing in fp16 (or bf16) with fp32 inputs/outputs. Normalisation ops run in
-    fp32 behind Casts: InstanceNorm's variance overflows fp16 otherwise. A bf16 copy is first converted
-    to opset BF16_MIN_OPSET (earlier opsets have no bfloat16 Conv, so the graph would be invalid)."""
+    """A copy of `model` computing in fp16 (or bf16) with fp32 inputs/outputs: onnxconverter-common's float16
+    converter with the normalisation ops blocked, so they run in fp32 behind Casts (InstanceNorm's variance
+    overflows fp16 otherwise). bf16: the same graph retyped, its weights rounded from the fp32 originals, at
+    opset BF16_MIN_OPSET at least (earlier opsets have no bfloat16 Conv, so the graph would be invalid)."""
     onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper, version_converter
-    low = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[dtype]
+    from onnx import version_converter
+    from onnxconverter_common import float16
     m = onnx.ModelProto()
     m.CopyFrom(model)
     if dtype == "bf16" and opset_of(m) < BF16_MIN_OPSET:
         m = version_converter.convert_version(m, BF16_MIN_OPSET)
-    g = m.graph
-    fp32_names = {n.input[i] for n in g.node for i in FP32_INPUTS.get(n.op_type, ()) if i < len(n.input)}
-    fp32_names |= {i for n in g.node if n.op_type in KEEP_FP32_OPS for i in n.input[1:]}
-    inits = []
-    for t in g.initializer:
-        if t.data_type == TensorProto.FLOAT and t.name not in fp32_names:
-            t = _cast_tensor(numpy_helper.to_array(t), t.name, low)
-        inits.append(t)
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    nodes, counter = [], [0]
-
-    def cast(name, to):
-        counter[0] += 1
-        out = f"{name}__cast{counter[0]}"
-        nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"cast_{counter[0]}"))
-        return out
-
-    rename = {}
-    for i in g.input:
-        if i.type.tensor_type.elem_type == TensorProto.FLOAT:
-            rename[i.name] = cast(i.name, low)
-    for node in g.node:
-        node.input[:] = [rename.get(x, x) for x in node.input]
-        if node.op_type == "Constant" and node.attribute[0].name == "value" and node.attribute[0].t.data_type == TensorProto.FLOAT \
-                and node.output[0] not in fp32_names:
-            node.attribute[0].t.CopyFrom(_cast_tensor(numpy_helper.to_array(node.attribute[0].t), "", low))
-        if node.op_type in KEEP_FP32_OPS:
-            node.input[0] = cast(node.input[0], TensorProto.FLOAT)
-            out = node.output[0]
-            node.output[0] = f"{out}__fp32"
-            nodes.append(node)
-            nodes.append(helper.make_node("Cast", [node.output[0]], [out], to=low, name=f"{out}_to_low"))
-            continue
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT for a in node.attribute):
-            node.attribute[0].i = low
-        nodes.append(node)
-    for o in g.output:
-        if o.type.tensor_type.elem_type == TensorProto.FLOAT:
-            low_name = f"{o.name}__low"
-            for n in nodes:
-                n.output[:] = [low_name if x == o.name else x for x in n.output]
-                n.input[:] = [low_name if x == o.name else x for x in n.input]
-            nodes.append(helper.make_node("Cast", [low_name], [o.name], to=TensorProto.FLOAT, name=f"{o.name}_to_fp32"))
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.value_info[:]
-    meta = read_metadata(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes on values clamped to the fp16 range
+        low = float16.convert_float_to_float16(m, keep_io_types=True,
+                                               op_block_list=float16.DEFAULT_OP_BLOCK_LIST + sorted(KEEP_FP32_OPS))
+    if dtype == "bf16":
+        _retype_bf16(low, m)
+    meta = read_metadata(low)
     meta["precision"] = dtype
-    set_metadata(m, meta)
-    return onnx.shape_inference.infer_shapes(m)
+    set_metadata(low, meta)
+    del low.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(low)
+
+
+def _retype_bf16(low, fp32) -> None:
+    """Turn the fp16 graph `low` into bf16 in place: every float16 type and Cast becomes bfloat16, and each
+    weight is rounded to bf16 from its fp32 original in `fp32` (not from its fp16 copy)."""
+    from onnx import TensorProto, numpy_helper
+    f16, bf16 = TensorProto.FLOAT16, TensorProto.BFLOAT16
+    originals = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    for i, t in enumerate(low.graph.initializer):
+        if t.data_type == f16:
+            low.graph.initializer[i].CopyFrom(_cast_tensor(originals.get(t.name, numpy_helper.to_array(t)), t.name, bf16))
+    g = low.graph
+    for v in (*g.input, *g.output, *g.value_info):
+        if v.type.tensor_type.elem_type == f16:
+            v.type.tensor_type.elem_type = bf16
+    for node in g.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == f16:
+                a.i = bf16
+            if a.type == a.TENSOR and a.t.data_type == f16:
+                a.t.CopyFrom(_cast_tensor(numpy_helper.to_array(a.t), a.t.name, bf16))
 
 
 def write_precision_variant(base: str | Path, precision: str) -> Path:
