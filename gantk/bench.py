@@ -28,8 +28,8 @@ from gantk.runtime import environment
 # runtimes of exported artifacts (gantk.export.backends.RUNTIMES)
 BACKENDS = ("eager", "amp", "amp-bf16", "channels_last", "compile", "compile-max-autotune", "triton",
             "amp+compile+triton", "amp-bf16+compile+triton", "winograd", "aoti", "ort-cpu", "ort-cuda", "ort-trt",
-            "trt-fp32", "trt-fp16")
-CPU_DEFAULT = ("eager", "amp", "channels_last", "compile", "triton", "winograd", "aoti", "ort-cpu", "trt-fp32")
+            "openvino-cpu", "trt-fp32", "trt-fp16")
+CPU_DEFAULT = ("eager", "amp", "channels_last", "compile", "triton", "winograd", "aoti", "ort-cpu", "openvino-cpu", "trt-fp32")
 # Data-sheet peaks by GPU name (first match): HBM TB/s, and dense TFLOP/s of fp32 (CUDA cores), tf32 and
 # 16-bit tensor cores (no sparsity), for bandwidth fractions and MFU
 _H100_SXM = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}

@@ -10,7 +10,7 @@ import torch
 
 from gantk.errors import GantkError
 
-PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "triton")
+PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "triton")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
