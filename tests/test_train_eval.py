@@ -13,9 +13,11 @@ from conftest import tiny_args
 from gantk.cli import main
 from gantk.data import make_dataset
 from gantk.models import load, prepare_for_inference
+from gantk.models.loading import load_encoder
 from gantk.models.cyclegan import CycleGANConfig
 from gantk.models.pix2pix import Pix2PixConfig
 from gantk.train import evaluation
+from test_bicyclegan import bicycle_args
 from test_pix2pix import p2p_args
 from test_train import assert_same_weights
 
@@ -31,6 +33,22 @@ def nets(folder, prefix, names):
 def hwc_255(t):
     """A 1CHW tensor in [-1, 1] as an HxWxC float64 array on 0..255."""
     return (t[0].permute(1, 2, 0).double().numpy() + 1) * 127.5
+
+
+def assert_paired_scores(row, translate, dataroot, n):
+    """`row`'s PSNR/SSIM/MAE == scikit-image/numpy on translate(A, B) vs B over the first n test pairs (128 px)."""
+    data = make_dataset(Pix2PixConfig(dataroot=str(dataroot), load_size=136, crop_size=128), "test", train=False)
+    scores = {"psnr": [], "ssim": [], "mae": []}
+    with torch.no_grad():
+        for i in range(n):
+            a, b = data[i]["A"][None], data[i]["B"][None]
+            fake, real = hwc_255(translate(a, b)), hwc_255(b)
+            scores["psnr"].append(peak_signal_noise_ratio(real, fake, data_range=255))
+            scores["ssim"].append(structural_similarity(real, fake, gaussian_weights=True, sigma=1.5, data_range=255,
+                                                        use_sample_covariance=False, channel_axis=-1))
+            scores["mae"].append(np.abs(real - fake).mean())
+    for k, v in scores.items():
+        assert row[k] == pytest.approx(np.mean(v), rel=1e-6), k
 
 
 def test_pix2pix_scores_equal_a_recomputation_with_the_best_net(sample_data, tmp_path):
@@ -49,23 +67,24 @@ def test_pix2pix_scores_equal_a_recomputation_with_the_best_net(sample_data, tmp
 
     G = prepare_for_inference(load("p", tmp_path, "best").net, eval_mode=False)
     assert best["inference"] == G.inference == {"eval": False, "bn_mode": "batch", "dropout": True}
-    data = make_dataset(Pix2PixConfig(dataroot=str(sample_data["aligned"]), load_size=136, crop_size=128),
-                        "test", train=False)
     torch.manual_seed(0)
-    scores = {"psnr": [], "ssim": [], "mae": []}
-    with torch.no_grad():
-        for i in range(3):
-            fake, real = hwc_255(G(data[i]["A"][None])), hwc_255(data[i]["B"][None])
-            scores["psnr"].append(peak_signal_noise_ratio(real, fake, data_range=255))
-            scores["ssim"].append(structural_similarity(real, fake, gaussian_weights=True, sigma=1.5, data_range=255,
-                                                        use_sample_covariance=False, channel_axis=-1))
-            scores["mae"].append(np.abs(real - fake).mean())
-    for k, v in scores.items():
-        assert best[k] == pytest.approx(np.mean(v), rel=1e-6), k
+    assert_paired_scores(best, lambda a, b: G(a), sample_data["aligned"], 3)
 
     # evaluating changes nothing in training: the same run without --eval_freq ends with the same weights
     assert main(p2p_args(sample_data["aligned"], tmp_path, "plain", save_epoch_freq=1)) == 0
     assert_same_weights(nets(tmp_path / "plain", "latest", ["G", "D"]), nets(folder, "latest", ["G", "D"]))
+
+
+def test_bicyclegan_scores_its_encoded_sample(sample_data, tmp_path):
+    """BicycleGAN is scored as its test script's encoded sample: G(A, mu of E(B)) in eval mode."""
+    assert main(bicycle_args(sample_data["aligned"], tmp_path, eval_freq=2, eval_num=2, eval_metric="ssim")) == 0
+    rows = eval_rows(tmp_path / "b")
+    assert [r["epoch"] for r in rows] == [2, 3]
+    best = max(rows, key=lambda r: r["ssim"])
+    loaded = load("b", tmp_path, "best")
+    G, E = prepare_for_inference(loaded.net, True), load_encoder(loaded)
+    assert best["inference"] == G.inference == {"eval": True, "bn_mode": "none", "dropout": False}
+    assert_paired_scores(best, lambda a, b: G(a, E(b)[0]), sample_data["aligned"], 2)  # E's own size: 128 px
 
 
 def scripted(monkeypatch, values):
