@@ -67,6 +67,20 @@ def test_frechet_of_diagonal_gaussians_by_hand():
     assert metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(want, abs=1e-9)
 
 
+def test_frechet_eigh_and_pytorch_fid_sqrtm_routes_agree():
+    """The default symmetric route against pytorch-fid's scipy sqrtm of the product: random full-rank covariances
+    (1e-6 relative) and the diagonal case by hand."""
+    for d in (2, 7, 64):
+        mu1, mu2, s1, s2 = RNG.normal(size=d), RNG.normal(size=d), random_cov(d), random_cov(d)
+        eigh = metrics.frechet_distance(mu1, s1, mu2, s2)
+        assert eigh == pytest.approx(metrics.frechet_distance(mu1, s1, mu2, s2, method="sqrtm"), rel=1e-6)
+    s1, s2 = np.diag([1.0, 4.0, 0.25]), np.diag([9.0, 1.0, 0.25])
+    for method in metrics.FRECHET_METHODS:
+        assert metrics.frechet_distance(np.zeros(3), s1, np.zeros(3), s2, method=method) == pytest.approx(5.0)
+    with pytest.raises(GantkError, match="eigh, sqrtm"):
+        metrics.frechet_distance(np.zeros(3), s1, np.zeros(3), s2, method="svd")
+
+
 def test_frechet_matches_a_direct_computation():
     for d in (1, 5, 32):
         mu1, mu2, s1, s2 = RNG.normal(size=d), RNG.normal(size=d), random_cov(d), random_cov(d)
@@ -77,9 +91,10 @@ def test_frechet_of_singular_covariances_is_finite_and_close():
     """Fewer samples than dimensions: rank-deficient covariances (the eps offset path of pytorch-fid)."""
     f1, f2 = RNG.normal(size=(5, 12)), RNG.normal(size=(5, 12)) + 0.5
     (mu1, s1), (mu2, s2) = metrics.feature_statistics(f1), metrics.feature_statistics(f2)
-    got = metrics.frechet_distance(mu1, s1, mu2, s2)
+    got = metrics.frechet_distance(mu1, s1, mu2, s2, method="sqrtm")
     assert np.isfinite(got)
     assert got == pytest.approx(fid_by_eigh(mu1, s1, mu2, s2), abs=1e-3)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(fid_by_eigh(mu1, s1, mu2, s2), rel=1e-6)
 
 
 def test_feature_statistics_are_mean_and_sample_covariance():
