@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import tiny_args
 from gantk.cli import main
@@ -94,14 +95,20 @@ def scripted(monkeypatch, values):
 
 
 def test_best_nets_stay_those_of_the_best_epoch_also_across_a_resume(sample_data, tmp_path, monkeypatch):
-    """cycle_mae 5, 3 (best: lower), then resumed: 4. A resumed run that forgot the best would take epoch 3."""
+    """cycle_mae 5, 3 (best: lower), then resumed: 4. A resumed run that forgot the best would take epoch 3.
+    The TensorBoard log of the three runs (stopped mid-epoch 2, at its end, then to the end) has each step once."""
     G_NETS = ["G_A", "G_B", "D_A", "D_B"]
-    extra = dict(eval_freq=1, save_epoch_freq=1, display_freq=100)
+    extra = dict(eval_freq=1, save_epoch_freq=1, display_freq=100, tensorboard=True)
     scripted(monkeypatch, [5.0, 3.0])
-    assert main(tiny_args(sample_data["unaligned"], tmp_path, max_iters=8, **extra)) == 0  # 2 epochs of 4
+    assert main(tiny_args(sample_data["unaligned"], tmp_path, max_iters=6, **extra)) == 0  # 1.5 epochs of 4
+    assert main(tiny_args(sample_data["unaligned"], tmp_path, max_iters=8, continue_train=True, **extra)) == 0
     scripted(monkeypatch, [4.0])
     assert main(tiny_args(sample_data["unaligned"], tmp_path, continue_train=True, **extra)) == 0
     folder = tmp_path / "t"
+    acc = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()  # each step once across the three runs
+    assert [e.step for e in acc.Scalars("loss/G_A")] == list(range(1, 13))
+    assert [(e.step, e.value) for e in acc.Scalars("eval/cycle_mae")] == [(4, 5.0), (8, 3.0), (12, 4.0)]
     rows = eval_rows(folder)
     assert [(r["epoch"], r["cycle_mae"], r["best"]) for r in rows] == [(1, 5.0, True), (2, 3.0, True), (3, 4.0, False)]
     state = json.loads((folder / "best_state.json").read_text())
@@ -115,7 +122,6 @@ def test_best_nets_stay_those_of_the_best_epoch_also_across_a_resume(sample_data
 def test_tensorboard_log_holds_losses_rates_scores_and_samples(sample_data, tmp_path):
     """The event log read back with TensorBoard's EventAccumulator equals losses.jsonl and eval.jsonl; the
     CycleGAN cycle_mae equals numpy on the final networks' cycles."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     assert main(tiny_args(sample_data["unaligned"], tmp_path, tensorboard=True, eval_freq=3, eval_num=2)) == 0
     folder = tmp_path / "t"
     acc = EventAccumulator(str(folder / "tensorboard"), size_guidance={"images": 0, "scalars": 0})  # 0: keep all

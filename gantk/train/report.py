@@ -35,7 +35,8 @@ class Reporter:
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.folder / "tensorboard"), purge_step=start_iters)
+            # TensorBoard drops the earlier events from the first step this run logs on
+            self.writer = SummaryWriter(str(self.folder / "tensorboard"), purge_step=start_iters + 1)
         self.web = self.folder / "web"
         (self.web / "images").mkdir(parents=True, exist_ok=True)
         self.title = title
