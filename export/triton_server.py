@@ -20,17 +20,29 @@ def _proto():
     return model_config_pb2, text_format
 
 
-def model_config(name: str, platform: str, inputs: list[tuple[str, list[int]]], out_channels: int,
-                 max_batch: int, instances: int, kind: str, delay_us: int):
+def tensor_dims(metadata: dict) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
+    """(inputs, outputs) as (name, dims without the batch dimension) of a gantk generator's export metadata:
+    `input` (C, H, W) [+ `z` (nz)] -> `output` (C', H, W), fp32, H and W free (-1)."""
+    arch, nz = metadata.get("gantk_arch", {}), int(metadata.get("nz") or 0)
+    inputs = [("input", [arch.get("input_nc", 3), -1, -1])] + ([("z", [nz])] if nz else [])
+    return inputs, [("output", [arch.get("output_nc", 3), -1, -1])]
+
+
+def preferred_batch_sizes(max_batch: int) -> list[int]:
+    """The batch sizes Triton's dynamic batcher prefers to form, up to max_batch."""
+    return sorted({b for b in (1, 2, 4, 8, 16, 32, max_batch) if b <= max_batch})
+
+
+def model_config(name: str, platform: str, metadata: dict, max_batch: int, instances: int, kind: str, delay_us: int):
     """Triton's ModelConfig message: fp32 NCHW tensors, batch dimension implicit (max_batch_size), dynamic
     batching, `instances` instances of `kind` (KIND_CPU / KIND_GPU)."""
     mc, _ = _proto()
     fp32 = mc.DataType.Value("TYPE_FP32")
     config = mc.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
+    inputs, outputs = tensor_dims(metadata)
     config.input.extend(mc.ModelInput(name=n, data_type=fp32, dims=d) for n, d in inputs)
-    config.output.append(mc.ModelOutput(name="output", data_type=fp32, dims=[out_channels, -1, -1]))
-    config.dynamic_batching.preferred_batch_size.extend(sorted({b for b in (1, 2, 4, 8, 16, 32, max_batch)
-                                                                if b <= max_batch}))
+    config.output.extend(mc.ModelOutput(name=n, data_type=fp32, dims=d) for n, d in outputs)
+    config.dynamic_batching.preferred_batch_size.extend(preferred_batch_sizes(max_batch))
     config.dynamic_batching.max_queue_delay_microseconds = delay_us
     config.instance_group.append(mc.ModelInstanceGroup(count=instances,
                                                        kind=mc.ModelInstanceGroup.Kind.Value(kind)))
@@ -47,6 +59,11 @@ def read_config(path: str | Path):
         raise GantkError(f"{path}: not a valid Triton model configuration ({e})") from None
 
 
+def check_model_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise GantkError(f"model name {name!r}: use letters, digits, '_', '-', '.'")
+
+
 def write_model_repository(repo: str | Path, name: str, artifact: str | Path, metadata: dict,
                            max_batch: int = 8, instances: int = 1, kind: str = "KIND_GPU",
                            delay_us: int = 100) -> Path:
@@ -55,15 +72,11 @@ def write_model_repository(repo: str | Path, name: str, artifact: str | Path, me
     platform = PLATFORMS.get(artifact.suffix)
     if platform is None:
         raise GantkError(f"{artifact}: Triton serves .onnx or .plan artifacts here")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise GantkError(f"model name {name!r}: use letters, digits, '_', '-', '.'")
+    check_model_name(name)
     folder = Path(repo) / name
     (folder / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(artifact, folder / "1" / ("model.onnx" if artifact.suffix == ".onnx" else "model.plan"))
-    channels = metadata.get("gantk_arch", {}).get("input_nc", 3)
-    out_channels = metadata.get("gantk_arch", {}).get("output_nc", 3)
-    inputs = [("input", [channels, -1, -1])] + ([("z", [int(metadata["nz"])])] if metadata.get("nz") else [])
-    config = model_config(name, platform, inputs, out_channels, max_batch, instances, kind, delay_us)
+    config = model_config(name, platform, metadata, max_batch, instances, kind, delay_us)
     (folder / "config.pbtxt").write_text(_proto()[1].MessageToString(config))
     return folder
 

@@ -329,6 +329,38 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
         click.echo(f"wrote {path}")
 
 
+@cli.command("serve")
+@generator_source
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="serve an artifact of this `gantk export` folder (instead of --name/--weights in PyTorch)")
+@click.option("--artifact", default=None, help="which of the folder's formats to run (default: trt-fp16, trt, onnx, "
+              "aoti, openvino, safetensors: the first it holds that can run here)")
+@click.option("--model_name", default=None, help="Triton model name (default: the export's or generator's name)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="IP address to listen on")
+@click.option("--http_port", type=int, default=8000, show_default=True)
+@click.option("--grpc_port", type=int, default=8001, show_default=True)
+@click.option("--metrics_port", type=int, default=8002, show_default=True)
+@click.option("--max_batch", type=int, default=8, show_default=True, help="largest batch the dynamic batcher forms")
+@click.option("--delay_us", type=int, default=100, show_default=True, help="dynamic batching queue delay, µs")
+@click.option("--device", default="cpu", show_default=True, help="where the model runs: cpu or cuda")
+def serve_cmd(export_dir, artifact, model_name, host, http_port, grpc_port, metrics_port, max_batch, delay_us, device,
+              **src):
+    """Serve a generator as a Triton Inference Server endpoint (HTTP + gRPC, PyTriton) until interrupted."""
+    from gantk.serve import check_address, check_pytriton, open_export, serve, torch_runner
+    check_pytriton()
+    check_address(host, {"--http_port": http_port, "--grpc_port": grpc_port, "--metrics_port": metrics_port})
+    if export_dir:
+        runner, metadata, fmt = open_export(export_dir, artifact, device)
+        label = Path(export_dir).resolve().name
+        click.echo(f"{export_dir}: serving its {fmt} artifact ({runner.path.name})")
+    else:
+        from gantk.export.spec import load_spec
+        spec, label = load_spec(**src)
+        runner, metadata = torch_runner(spec, label, device), spec.metadata()
+    serve(runner, metadata, model_name or label, host, http_port, grpc_port, metrics_port, max_batch, delay_us,
+          log=click.echo)
+
+
 @cli.command("eval")
 @click.option("--results", required=True, type=click.Path(), help="folder of translated images (translate's images/)")
 @click.option("--reference", type=click.Path(), default=None, help="folder of reference images (paired: matched by "

@@ -18,7 +18,7 @@ LAYERS = [
     ("gantk.config",),                         # option dataclasses, choice lists
     ("gantk.models",),                         # families: registry, generator loader, training steps
     ("gantk.train", "gantk.translate", "gantk.evaluate", "gantk.stylize", "gantk.export"),
-    ("gantk.bench",),
+    ("gantk.bench", "gantk.serve"),             # run exported artifacts: benchmarks, a Triton endpoint
     ("gantk.cli",),
     ("gantk.__main__",),
 ]
