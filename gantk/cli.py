@@ -371,6 +371,13 @@ def serve_cmd(export_dir, artifact, model_name, host, http_port, grpc_port, metr
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="JSON record [default: <results>/eval.json]")
 @click.option("--inception-weights", "inception_weights", default=None,
               help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for FID/KID (default: $GANTK_INCEPTION)")
+@click.option("--fid-resize", "fid_resize", type=click.Choice(["clean", "legacy-pytorch"]), default="clean",
+              show_default=True, help="images to 299 px: clean-fid's PIL bicubic (clean) or pytorch-fid's bilinear")
+@click.option("--fid-backend", "fid_backend", type=click.Choice(["auto", "torch", "openvino"]), default="auto",
+              show_default=True, help="runs the Inception (auto: OpenVINO on CPU when installed, else torch)")
+@click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="FID feature cache [default: ~/.cache/gantk/fid]")
+@click.option("--no-cache", "no_cache", is_flag=True, help="neither read nor write cached FID features")
 @click.option("--lpips-net", "lpips_net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
               help="LPIPS backbone")
 @click.option("--lpips-weights", "lpips_weights", default=None,

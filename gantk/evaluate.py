@@ -4,13 +4,17 @@ Paired (`--paired`): each result is matched to one reference image and scored by
 (`gantk.metrics`), and LPIPS when its weights are given, per image and as the mean. Two folders are matched by
 file path without its suffix (results/a/x.png <-> reference/a/x.jpg); one folder in translate's layout
 (`images/` holding `<stem>_fake.png` and `<stem>_target.png`, pix2pix test pairs) is matched `_fake` to `_target`.
-Unpaired: FID and KID between the two folders' Inception features (weights required).
+Unpaired: FID and KID between the two folders' Inception features (weights required), images resized by
+clean-fid's protocol (or pytorch-fid's); each folder's features are cached, keyed by its files' contents and
+the protocol, so a fixed reference set is computed once.
 Diversity (`--diversity`): BicycleGAN samples from translate (`<stem>_random_sample01..K`), grouped by input:
 LPIPS over consecutive samples (the BicycleGAN README's protocol) when its weights are given, and translate's L1.
 Every check (folders, pairs, image sizes, weights, --out) runs before any image is scored.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -21,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from gantk import metrics
+from gantk.checkpoints import save_files, sha256_file
 from gantk.errors import GantkError
 from gantk.io import check_writable, list_images, load_image, pil_to_tensor
 
@@ -183,23 +188,69 @@ def _tensors(files: list[Path]):
     return (pil_to_tensor(load_image(f, "RGB")) for f in files)
 
 
+def default_cache_dir() -> Path:
+    """Where FID features are cached: $XDG_CACHE_HOME/gantk/fid, else ~/.cache/gantk/fid."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gantk" / "fid"
+
+
+def features_key(files: list[Path], root: Path, protocol: dict) -> str:
+    """SHA-256 of a folder's sorted relative names with each file's SHA-256, and of the feature protocol:
+    any changed, added, removed or renamed file, or another protocol, gives another key."""
+    h = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode())
+    for f in sorted(files, key=lambda f: f.relative_to(root).as_posix()):
+        h.update(f"{f.relative_to(root).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def folder_features(files: list[Path], root: Path, extractor: metrics.FeatureExtractor, resize: str,
+                    key_protocol: dict, cache: Path | None, batch_size: int = 32, device="cpu",
+                    log: Callable[[str], None] = print) -> tuple[np.ndarray, str]:
+    """(N, 2048) FID features of the image files below `root`, and where they came from ("computed", or
+    "cache" when `cache` holds them for these exact files and `key_protocol`). New ones are written there
+    atomically (temp file + rename); an unreadable cache file is computed again."""
+    path = cache / f"{features_key(files, root, key_protocol)}.npy" if cache else None
+    if path is not None and path.is_file():
+        try:
+            feats = np.load(path)
+            if feats.shape[0] == len(files):
+                log(f"features of {root}: from the cache ({path})")
+                return feats, "cache"
+        except (OSError, ValueError):
+            pass
+        log(f"note: unreadable cache file {path}; computing the features again")
+    images = (metrics.fid_input(_rgb(f), resize) for f in files)
+    feats = metrics.extract_features(extractor, images, batch_size, device).astype(np.float32)
+    if path is not None:
+        buf = io.BytesIO()
+        np.save(buf, feats)
+        save_files({path: buf.getvalue()}, checksum=False)
+    return feats, "computed"
+
+
 def evaluate_unpaired(res_files: list[Path], ref_files: list[Path], extractor: metrics.FeatureExtractor,
                       device="cpu", batch_size: int = 32, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                      seed: int = 0) -> dict:
-    """FID and KID (mean, std) between two image lists, features from `extractor`."""
-    f1 = metrics.extract_features(extractor, _tensors(res_files), batch_size, device)
-    f2 = metrics.extract_features(extractor, _tensors(ref_files), batch_size, device)
+                      seed: int = 0, resize: str = "clean", roots: tuple[Path, Path] | None = None,
+                      key_protocol: dict | None = None, cache: Path | None = None,
+                      log: Callable[[str], None] = print) -> dict:
+    """FID and KID (mean, std) between two image lists below `roots` (default: their folders), features from
+    `extractor` on `fid_input(image, resize)`, each set's features cached in `cache` (None: not cached)."""
+    roots = roots or (res_files[0].parent, ref_files[0].parent)
+    (f1, src1), (f2, src2) = (folder_features(files, root, extractor, resize, key_protocol or {}, cache,
+                                              batch_size, device, log)
+                              for files, root in zip((res_files, ref_files), roots))
     kid_mean, kid_std = metrics.kid(f1, f2, kid_subsets, kid_subset_size, seed=seed)
-    return {"fid": metrics.fid_from_features(f1, f2), "kid": {"mean": kid_mean, "std": kid_std}}
+    return {"fid": metrics.fid_from_features(f1, f2), "kid": {"mean": kid_mean, "std": kid_std},
+            "features_from": {"results": src1, "reference": src2}}
 
 
 def run_eval(results, reference=None, paired: bool = False, diversity: bool = False, out=None,
              inception_weights: str | None = None, lpips_net: str = "alex", lpips_weights: str | None = None,
              lpips_backbone: str | None = None, batch_size: int = 32, kid_subsets: int = 100,
-             kid_subset_size: int = 1000, seed: int = 0, device: str = "auto",
+             kid_subset_size: int = 1000, seed: int = 0, device: str = "auto", fid_resize: str = "clean",
+             fid_backend: str = "auto", cache_dir: str | None = None, no_cache: bool = False,
              log: Callable[[str], None] = print) -> tuple[dict, Path]:
     """Check everything, score, write the JSON record (`out`, default <results>/eval.json); (record, path)."""
-    from gantk.nn.inception import load_fid_inception, resolve_inception_weights
+    from gantk.nn.inception import feature_extractor, load_fid_inception, resolve_backend, resolve_inception_weights
     from gantk.runtime import resolve_device
     out = check_writable(out or Path(results) / "eval.json", "--out")
     for option, value, low in (("--batch-size", batch_size, 1), ("--kid-subsets", kid_subsets, 1),
@@ -210,9 +261,11 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
         raise GantkError("--diversity scores one folder of BicycleGAN samples: drop --paired and --reference")
     if not (paired or diversity) and (lpips_weights or lpips_backbone):
         raise GantkError("--lpips-weights/--lpips-backbone apply to --paired and --diversity, not to FID/KID")
+    if fid_resize not in metrics.FID_RESIZE:
+        raise GantkError(f"--fid-resize must be one of {', '.join(metrics.FID_RESIZE)}, got {fid_resize!r}")
     mode = "diversity" if diversity else "paired" if paired else "unpaired"
     protocol = {k: metrics.PROTOCOL[k] for k in {"paired": ("paired_scale", "psnr", "ssim", "mae"),
-                                                 "unpaired": ("features", "fid", "kid"),
+                                                 "unpaired": (f"fid_resize_{fid_resize}", "fid", "kid"),
                                                  "diversity": ("diversity_l1",)}[mode]}
     doc = {"mode": mode, "results": os.path.abspath(results), "reference": reference and os.path.abspath(reference)}
     if paired or diversity:
@@ -242,14 +295,21 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
         size = metrics.kid_subset_size(len(res_files), len(ref_files), kid_subset_size)
         weights = resolve_inception_weights(inception_weights)
         dev = resolve_device(device)
-        protocol.update(images={"results": len(res_files), "reference": len(ref_files)},
-                        weights=_where(weights),
-                        kid_subsets=kid_subsets, kid_subset_size=size, kid_seed=seed)
+        backend = resolve_backend(fid_backend, dev)
+        cache = None if no_cache else check_writable(cache_dir or default_cache_dir(), "--cache-dir", folder=True)
+        digest = "random" if weights == "random" else sha256_file(weights)
+        key_protocol = {"resize": fid_resize, "weights_sha256": digest, "backend": backend}
+        protocol.update(fid_resize=fid_resize, images={"results": len(res_files), "reference": len(ref_files)},
+                        weights=_where(weights), weights_file=Path(weights).name, weights_sha256=digest[:8],
+                        fid_backend=backend, kid_subsets=kid_subsets, kid_subset_size=size, kid_seed=seed)
         if min(len(res_files), len(ref_files)) < 2048:
             log(f"note: FID from fewer than 2048 images per set ({len(res_files)}, {len(ref_files)}) is biased "
                 f"upwards; compare only numbers with the same image counts")
-        doc.update(evaluate_unpaired(res_files, ref_files, load_fid_inception(weights, dev), dev, batch_size,
-                                     kid_subsets, size, seed))
+        net = load_fid_inception(weights, dev)
+        ir = cache / "openvino" / f"fid_inception-{digest[:16]}.xml" if cache and backend == "openvino" else None
+        doc.update(evaluate_unpaired(res_files, ref_files, feature_extractor(net, backend, ir), dev, batch_size,
+                                     kid_subsets, size, seed, fid_resize, (Path(results), Path(reference)),
+                                     key_protocol, cache, log))
     doc["protocol"] = protocol
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -261,7 +321,7 @@ def format_table(doc: dict) -> str:
     if doc["mode"] == "unpaired":
         n = doc["protocol"]["images"]
         return (f"FID {doc['fid']:.4f}   KID {doc['kid']['mean']:.6f} +- {doc['kid']['std']:.6f}   "
-                f"({n['results']} results, {n['reference']} references, "
+                f"({doc['protocol']['fid_resize']} resize, {n['results']} results, {n['reference']} references, "
                 f"{doc['protocol']['kid_subsets']} KID subsets of {doc['protocol']['kid_subset_size']})")
     rows = doc["per_image" if doc["mode"] == "paired" else "per_input"]
     columns = [(k, label, fmt) for k, label, fmt in (

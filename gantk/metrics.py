@@ -6,7 +6,8 @@ are mapped to 0..255 by (t + 1) * 127.5 without rounding; all arithmetic is floa
 
 Unpaired (two sets of images): `frechet_distance` (FID, Heusel et al. 2017, as pytorch-fid computes it) and
 `kid` (KID, Binkowski et al. 2018, as torch-fidelity computes it) on features from a `FeatureExtractor`,
-by default the FID Inception-v3 (`gantk.nn.inception`). `PROTOCOL` records how numbers were made.
+by default the FID Inception-v3 (`gantk.nn.inception`), its input made by `fid_input` (clean-fid's resize or
+pytorch-fid's). `PROTOCOL` records how numbers were made.
 
 LPIPS (Zhang et al. 2018) with a distance network such as `gantk.nn.lpips.LPIPS`: `lpips` (mean over pairs)
 and `lpips_diversity` (the BicycleGAN README's protocol: consecutive pairs of one input's samples).
@@ -17,6 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy import linalg, ndimage
 
 from gantk.errors import GantkError
@@ -36,6 +38,12 @@ PROTOCOL = {
     "mae": "mean |a - b| on the 0..255 scale",
     "features": "pytorch-fid's Inception-v3 pool3 (2048-d); 8-bit RGB files -> [-1, 1], resized to 299x299 "
                 "bilinear (align_corners=False, no antialiasing)",
+    "fid_resize_clean": "clean-fid's 'clean' mode: each channel of the 8-bit RGB image as a float32 PIL image, "
+                        "resized to 299x299 bicubic (PIL, antialiased), clipped to 0..255, then x / 127.5 - 1 "
+                        "into pytorch-fid's Inception-v3 pool3 (2048-d) without its own resize",
+    "fid_resize_legacy-pytorch": "pytorch-fid's protocol: 8-bit RGB -> x / 127.5 - 1, resized to 299x299 inside "
+                                 "the network (bilinear, align_corners=False, no antialiasing), Inception-v3 pool3 "
+                                 "(2048-d)",
     "fid": "||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), sample covariance (N - 1), float64; "
            "Tr sqrtm(S1 S2) = sum of sqrt(eigenvalues of sqrt(S1) S2 sqrt(S1)) by symmetric eigendecompositions "
            "(exact, also for singular covariances; pytorch-fid's scipy sqrtm route agrees to 1e-6 relative)",
@@ -50,6 +58,8 @@ PROTOCOL = {
     "diversity_l1": "gantk translate's diversity: mean |a - b| over all pairs of one input's samples, images "
                     "in [-1, 1]; mean over inputs",
 }
+
+FID_RESIZE = ("clean", "legacy-pytorch")  # image -> 299x299 for the FID Inception: clean-fid | pytorch-fid
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 """NCHW float images in [-1, 1] -> (N, D) features (e.g. `gantk.nn.inception.FIDInceptionV3`)."""
@@ -196,7 +206,25 @@ def kid_subset_size(n1: int, n2: int, subset_size: int = 1000) -> int:
     return size
 
 
-@torch.no_grad()
+def clean_resize(img: np.ndarray, size: int = 299) -> np.ndarray:
+    """clean-fid's "clean" resize of a uint8 HxWx3 image: each channel as a float32 PIL image, bicubic
+    (antialiased when shrinking) to size x size, clipped to 0..255; float32 size x size x 3."""
+    img = np.asarray(img)
+    channels = [np.asarray(Image.fromarray(img[:, :, c].astype(np.float32)).resize((size, size), Image.BICUBIC))
+                for c in range(img.shape[2])]
+    return np.clip(np.stack(channels, axis=-1), 0, 255)
+
+
+def fid_input(img: np.ndarray, resize: str = "clean") -> torch.Tensor:
+    """A uint8 HxWx3 image as the FID Inception's CHW input in [-1, 1] (x / 127.5 - 1): resized to 299x299 by
+    `clean_resize` ("clean"), or at its own size for the network's bilinear resize ("legacy-pytorch")."""
+    if resize not in FID_RESIZE:
+        raise GantkError(f"--fid-resize must be one of {', '.join(FID_RESIZE)}, got {resize!r}")
+    a = clean_resize(img) if resize == "clean" else np.asarray(img, dtype=np.float32)
+    return torch.from_numpy(a.transpose(2, 0, 1).copy()).div_(127.5).sub_(1.0)
+
+
+@torch.inference_mode()
 def extract_features(extractor: FeatureExtractor, images: Iterable[torch.Tensor], batch_size: int = 32,
                      device="cpu") -> np.ndarray:
     """(N, D) float64 features of CHW images in [-1, 1] (any iterable, e.g. lazily loaded files),

@@ -245,19 +245,21 @@ def test_eval_unpaired_fid_kid(tmp_path, capsys, monkeypatch):
     (48-d) to keep the test fast: FID of a set with itself is 0, with its JPEG copies more."""
     import gantk.nn.inception as inception
     monkeypatch.setattr(inception, "load_fid_inception",
-                        lambda weights, device: lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))
+                        lambda weights, device: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten()))
     ref, res, _, _ = write_pairs(tmp_path)
-    assert main(["eval", "--results", str(ref), "--reference", str(ref), "--inception-weights", "random",
-                 "--out", str(tmp_path / "self.json")]) == 0
+    o = ["--inception-weights", "random", "--fid-backend", "torch", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["eval", "--results", str(ref), "--reference", str(ref), *o, "--out", str(tmp_path / "self.json")]) == 0
     same = json.loads((tmp_path / "self.json").read_text())["fid"]
     out = tmp_path / "fid.json"
-    assert main(["eval", "--results", str(res), "--reference", str(ref), "--inception-weights", "random",
-                 "--kid-subsets", "5", "--out", str(out)]) == 0
+    assert main(["eval", "--results", str(res), "--reference", str(ref), *o, "--kid-subsets", "5",
+                 "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert abs(same) < 1e-4 * doc["fid"] and np.isfinite(doc["kid"]["mean"])  # 3 images: singular, eps path
     p = doc["protocol"]
     assert p["images"] == {"results": 3, "reference": 3} and p["kid_subset_size"] == 3 and p["kid_subsets"] == 5
-    assert "299" in p["features"] and "FID" in capsys.readouterr().out
+    assert p["fid_resize"] == "clean" and "bicubic" in p["fid_resize_clean"] and p["fid_backend"] == "torch"
+    assert p["weights_file"] == "random" and doc["features_from"] == {"results": "computed", "reference": "cache"}
+    assert "FID" in capsys.readouterr().out
 
 
 def one_line_error(capsys, argv) -> str:

@@ -5,16 +5,21 @@ Module names follow torchvision's Inception3 as pytorch-fid patches it (`FIDInce
 so pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (ported from the TensorFlow graph of the FID paper)
 loads unchanged. No weights ship with gantk: the file is given by the user (`--inception-weights` or
 $GANTK_INCEPTION); `"random"` is a seeded random network for tests (numbers meaningless).
+`feature_extractor` runs it through a backend: torch (channels_last, inference mode) or OpenVINO (CPU, fp32).
 """
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from gantk.checkpoints import load_state_dict_checked, read_checkpoint
+from gantk.errors import GantkError
 from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights
 
 log = logging.getLogger("gantk.inception")
@@ -24,6 +29,7 @@ FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fi
 WEIGHTS_ENV = "GANTK_INCEPTION"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
+BACKENDS = ("auto", "torch", "openvino")  # auto: OpenVINO on CPU when installed, else torch
 
 
 class BasicConv2d(nn.Module):
@@ -139,7 +145,8 @@ class FIDInceptionE(nn.Module):
 
 class FIDInceptionV3(nn.Module):
     """pytorch-fid's InceptionV3 up to pool3: images in [-1, 1] (any size) -> (N, 2048) features.
-    The input is resized to 299 x 299 (bilinear, align_corners=False, no antialiasing) as pytorch-fid does.
+    Inputs of another size are resized to 299 x 299 (bilinear, align_corners=False, no antialiasing) as
+    pytorch-fid does; 299 x 299 inputs (e.g. resized beforehand by clean-fid's protocol) pass unchanged.
     `fc` (1008 classes) is kept only so that the published file loads strictly; it is not run."""
 
     def __init__(self):
@@ -163,7 +170,7 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(2048, 1008)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        x = resize_299(x)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
@@ -171,6 +178,71 @@ class FIDInceptionV3(nn.Module):
         for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
             x = getattr(self, f"Mixed_{name}")(x)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def resize_299(x: torch.Tensor) -> torch.Tensor:
+    """pytorch-fid's in-network resize to 299 x 299 (bilinear, align_corners=False); 299 x 299 stays as it is."""
+    if tuple(x.shape[-2:]) == (INPUT_SIZE, INPUT_SIZE):
+        return x
+    return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """"torch" or "openvino" for `backend` (one of BACKENDS) on `device`; a one-line error for openvino when it
+    cannot run there."""
+    if backend not in BACKENDS:
+        raise GantkError(f"--fid-backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    cpu = torch.device(device).type == "cpu"
+    if backend == "auto":
+        return "openvino" if cpu and _openvino() is not None else "torch"
+    if backend == "openvino" and not cpu:
+        raise GantkError(f"--fid-backend openvino runs on the CPU, not on {device}; use --fid-backend torch")
+    if backend == "openvino" and _openvino() is None:
+        raise GantkError("--fid-backend openvino: OpenVINO is not installed (pip install 'gantk[openvino]')")
+    return backend
+
+
+def _openvino():
+    try:
+        import openvino
+        return openvino
+    except ImportError:
+        return None
+
+
+def feature_extractor(net: FIDInceptionV3, backend: str = "torch", ir_path: str | Path | None = None
+                      ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """NCHW images in [-1, 1] -> (N, 2048) features through `backend` (`resolve_backend`'s answer): torch runs
+    `net` in channels_last under inference mode; openvino compiles it for the CPU in fp32 (the converted model
+    is kept at `ir_path`, an .xml, and read from there next time). Both resize inputs as `resize_299` first."""
+    if backend == "torch":
+        cpu = next(net.parameters(), torch.empty(0)).device.type == "cpu"
+        fmt = torch.channels_last if cpu else torch.contiguous_format
+        net = net.to(memory_format=fmt)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return net(resize_299(x).contiguous(memory_format=fmt))
+        return run
+    ov = _openvino()
+    core = ov.Core()
+    if ir_path is not None and Path(ir_path).is_file():
+        model = core.read_model(str(ir_path))
+    else:
+        with torch.inference_mode():
+            model = ov.convert_model(net.cpu(), example_input=torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE))
+        if ir_path is not None:  # a temp name, renamed once both files are written
+            ir_path = Path(ir_path)
+            ir_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ir_path.with_name(f".{ir_path.stem}.{os.getpid()}.tmp.xml")
+            ov.save_model(model, str(tmp), compress_to_fp16=False)
+            os.replace(tmp.with_suffix(".bin"), ir_path.with_suffix(".bin"))
+            os.replace(tmp, ir_path)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def run_ov(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(compiled(resize_299(x).numpy())[0])
+    return run_ov
 
 
 def resolve_inception_weights(weights: str | None, option: str = "--inception-weights") -> str:
