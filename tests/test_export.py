@@ -222,6 +222,52 @@ def test_failed_parity_leaves_the_previous_export_byte_identical(tmp_path, weigh
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "exp.parity-failed"]  # no temporary left
 
 
+def test_lpips_of_each_artifact_is_recorded_and_a_quality_gate_fails_like_a_parity_miss(tmp_path, weights, capsys,
+                                                                                         photos):
+    """With (random) LPIPS weights every parity row records the LPIPS of the artifact's output against eager's,
+    the same number as LPIPS of ONNX Runtime's own run of the file; fp16 costs a small non-zero LPIPS. A gate of 0
+    then fails the next export in one line and leaves the previous folder byte for byte."""
+    from gantk.metrics import lpips
+    from gantk.nn.lpips import load_lpips
+    out, lp = tmp_path / "exp", ["--lpips-weights", "random", "--lpips-backbone", "random"]
+    assert main(export_args(weights[0], out, "onnx,onnx-fp16", *lp)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quality"]["lpips"]["net"] == "alex" and "LPIPS" in capsys.readouterr().out
+    rows = {r["artifact"]: r["rows"] for r in manifest["parity"]}
+    net, spec = load_lpips("alex", "random", "random"), spec_for_generator(generator(seed=0), "cyclegan")
+    x = parity_batch(spec, photos, 64)[0]
+    with torch.no_grad():
+        eager = spec.net(x)
+    import onnxruntime
+    ort = torch.from_numpy(onnxruntime.InferenceSession(str(out / "first.fp16.onnx")).run(None, {"input": x.numpy()})[0])
+    assert rows["first.fp16.onnx"][1]["lpips"] == pytest.approx(lpips(net, eager, ort), rel=1e-4, abs=1e-12)
+    assert all(r["lpips"] < 1e-9 for r in rows["first.onnx"])
+    assert all(0 < r["lpips"] < 1e-3 for r in rows["first.fp16.onnx"])
+    before = checksums(out)
+    assert main(export_args(weights[1], out, "onnx,onnx-fp16", *lp, "--quality_gate", "lpips=0")) == 2
+    err = one_line_error(capsys)
+    assert "quality gate FAILED for" in err and "second.fp16.onnx [LPIPS " in err and "(gate 0)" in err
+    assert checksums(out) == before
+    failed = json.loads((tmp_path / "exp.parity-failed" / "manifest.json").read_text())
+    assert failed["quality"]["gate"] == {"lpips": 0} and [r["gate_passed"] for r in failed["parity"]] == [False, False]
+
+
+def test_quality_options_fail_in_one_line_before_any_work(tmp_path, weights, capsys, monkeypatch):
+    monkeypatch.delenv("GANTK_LPIPS", raising=False)
+    monkeypatch.delenv("GANTK_LPIPS_BACKBONE", raising=False)
+    for extra, needle in [(["--quality_gate", "speed=1"], "--quality_gate speed=1: expected lpips=MAX"),
+                          (["--quality_gate", "lpips=x"], "--quality_gate lpips=x"),
+                          (["--quality_gate", "lpips=0.01"], "--quality_gate lpips needs LPIPS weights"),
+                          (["--quality_gate", "fid=1"], "--quality_gate fid needs --eval_images"),
+                          (["--eval_images", str(tmp_path / "none"), "--inception-weights", "random"],
+                           "--eval_images"),
+                          (["--lpips-weights", "random", "--lpips-backbone", "random", "--parity_sizes", "16,32"],
+                           "at least 31 px")]:
+        assert main(export_args(weights[0], tmp_path / "exp", "onnx") + extra) == 2
+        assert needle in one_line_error(capsys)
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_second_model_replaces_the_folder_and_the_manifest_lists_exactly_its_files(tmp_path, weights):
     out = tmp_path / "exp"
     assert main(export_args(weights[0], out)) == 0
@@ -463,6 +509,29 @@ def test_cpp_resize_matches_pillow_pixel_for_pixel(aoti_package, cpp_app, tmp_pa
             got = np.asarray(Image.open(pre))
             assert got.reshape(want.shape).shape == want.shape and got.size == want.size, (w, h, nc)
             assert (got.reshape(want.shape) == want).all(), (w, h, nc)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_cpp_app_reads_jpeg_upright_by_its_exif_orientation_like_python(aoti_package, cpp_app, tmp_path, mode):
+    """A non-square JPEG with each of the 8 EXIF orientations: the app feeds the model exactly Python's pixels
+    (same decoder defaults, same turn), so a sideways photo is not translated sideways."""
+    from gantk.data.transforms import transform
+    _, package = aoti_package
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        src, pre = tmp_path / f"{orientation}.jpg", tmp_path / f"{orientation}.pre.png"
+        chelsea(90, 52).convert(mode).save(src, quality=90, exif=exif)
+        run = subprocess.run([str(cpp_app), "--model", str(package), "--input", str(src), "--dump_input", str(pre)],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        want = transform(load_image(src), "none", 0, 0, None, base=4)
+        want = ((want + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        got = np.asarray(Image.open(pre))
+        assert got.shape == want.shape == ((88, 52, 3) if orientation >= 5 else (52, 88, 3)), orientation
+        assert (got == want).all(), orientation
+    (tmp_path / "bad.jpg").write_bytes((tmp_path / "1.jpg").read_bytes()[:200])
+    one_line_cpp_error(run_cpp(cpp_app, package, tmp_path / "bad.jpg", tmp_path / "o.png"), "not a readable JPEG")
 
 
 def test_cpp_app_refuses_what_it_cannot_convert_in_one_line(aoti_package, cpp_app, tmp_path):

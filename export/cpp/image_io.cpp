@@ -4,18 +4,32 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <stdexcept>
 #include <vector>
 
+#if defined(GANTK_WITH_PNG) || defined(GANTK_WITH_JPEG)
+#include <csetjmp>
+#endif
 #ifdef GANTK_WITH_PNG
 #include <png.h>
-
-#include <csetjmp>
+#endif
+#ifdef GANTK_WITH_JPEG
+#include <jpeglib.h>
 #endif
 
 namespace gantk {
 namespace {
+
+const std::string kReadable = std::string(".ppm/.pgm")
+#ifdef GANTK_WITH_PNG
+                              + ", .png"
+#endif
+#ifdef GANTK_WITH_JPEG
+                              + ", .jpg/.jpeg (EXIF orientation applied)"
+#endif
+    ;  // NOLINT
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   if (s.size() < suffix.size()) return false;
@@ -195,16 +209,135 @@ unsigned char clip8(int64_t v) {
   return static_cast<unsigned char>(v >> kPrecisionBits);
 }
 
+
+#ifdef GANTK_WITH_JPEG
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = {0};
+};
+
+void jpeg_error_fn(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+// A corrupt-data warning (e.g. a truncated file, which libjpeg would fill with grey) is an error, as in Pillow.
+void jpeg_warning_fn(j_common_ptr cinfo, int level) {
+  if (level < 0) jpeg_error_fn(cinfo);
+}
+
+// EXIF orientation (tag 0x0112 of IFD0) from an APP1 "Exif" marker's data; 1 (upright) when absent.
+int exif_orientation(const unsigned char* d, size_t n) {
+  if (n < 14 || std::memcmp(d, "Exif\0\0", 6) != 0) return 1;
+  const unsigned char* t = d + 6;
+  size_t len = n - 6;
+  bool le = t[0] == 'I' && t[1] == 'I';
+  if (!le && !(t[0] == 'M' && t[1] == 'M')) return 1;
+  auto u16 = [&](size_t o) { return le ? t[o] | t[o + 1] << 8 : t[o] << 8 | t[o + 1]; };
+  auto u32 = [&](size_t o) {
+    return le ? uint32_t(t[o]) | uint32_t(t[o + 1]) << 8 | uint32_t(t[o + 2]) << 16 | uint32_t(t[o + 3]) << 24
+              : uint32_t(t[o]) << 24 | uint32_t(t[o + 1]) << 16 | uint32_t(t[o + 2]) << 8 | uint32_t(t[o + 3]);
+  };
+  size_t ifd = u32(4);
+  if (ifd + 2 > len) return 1;
+  for (size_t i = 0, count = u16(ifd); i < count && ifd + 2 + 12 * (i + 1) <= len; ++i) {
+    size_t e = ifd + 2 + 12 * i;
+    if (u16(e) == 0x0112) {
+      int v = u16(e + 8);
+      return v >= 1 && v <= 8 ? v : 1;
+    }
+  }
+  return 1;
+}
+
+// Decodes with libjpeg's defaults (integer IDCT, fancy upsampling), as Pillow does. Plain-old-data locals
+// only in this frame (libjpeg's longjmp on error); the vector belongs to the caller.
+bool jpeg_read_raw(FILE* fp, JpegError* err, std::vector<unsigned char>* data, int* w, int* h, int* c,
+                   int* orientation) {
+  jpeg_decompress_struct cinfo;
+  cinfo.err = jpeg_std_error(&err->mgr);
+  err->mgr.error_exit = jpeg_error_fn;
+  err->mgr.emit_message = jpeg_warning_fn;
+  if (setjmp(err->jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_stdio_src(&cinfo, fp);
+  jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
+  jpeg_read_header(&cinfo, TRUE);
+  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+    if (m->marker == JPEG_APP0 + 1) *orientation = exif_orientation(m->data, m->data_length);
+  if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+    std::snprintf(err->message, sizeof(err->message), "CMYK JPEG files are not supported (convert to RGB)");
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
+  cinfo.out_color_space = cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  *w = static_cast<int>(cinfo.output_width);
+  *h = static_cast<int>(cinfo.output_height);
+  *c = cinfo.output_components;
+  data->resize(static_cast<size_t>(*w) * *h * *c);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = data->data() + static_cast<size_t>(cinfo.output_scanline) * *w * *c;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return true;
+}
+
+// The upright image of EXIF `orientation` (Pillow's ImageOps.exif_transpose): 2 mirror, 3 rotate 180,
+// 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 counter-clockwise.
+Pixels upright(const Pixels& p, int orientation) {
+  if (orientation == 1) return p;
+  bool swap = orientation >= 5;
+  Pixels out{swap ? p.h : p.w, swap ? p.w : p.h, p.c, std::vector<unsigned char>(p.data.size())};
+  for (int y = 0; y < out.h; ++y) {
+    for (int x = 0; x < out.w; ++x) {
+      int sx = x, sy = y;  // the source pixel of (x, y)
+      switch (orientation) {
+        case 2: sx = p.w - 1 - x; break;
+        case 3: sx = p.w - 1 - x; sy = p.h - 1 - y; break;
+        case 4: sy = p.h - 1 - y; break;
+        case 5: sx = y; sy = x; break;
+        case 6: sx = y; sy = p.h - 1 - x; break;
+        case 7: sx = p.w - 1 - y; sy = p.h - 1 - x; break;
+        case 8: sx = p.w - 1 - y; sy = x; break;
+      }
+      std::memcpy(&out.data[(static_cast<size_t>(y) * out.w + x) * p.c],
+                  &p.data[(static_cast<size_t>(sy) * p.w + sx) * p.c], p.c);
+    }
+  }
+  return out;
+}
+
+Pixels read_jpeg(const std::string& path) {
+  FILE* fp = std::fopen(path.c_str(), "rb");
+  if (!fp) throw std::runtime_error(path + ": cannot open");
+  JpegError err;
+  Pixels p;
+  int orientation = 1;
+  bool ok = jpeg_read_raw(fp, &err, &p.data, &p.w, &p.h, &p.c, &orientation);
+  std::fclose(fp);
+  if (!ok) throw std::runtime_error(path + ": not a readable JPEG file (" + err.message + ")");
+  return upright(p, orientation);
+}
+#endif
 }  // namespace
 
 Pixels read_pixels(const std::string& path) {
   if (ends_with(path, ".ppm") || ends_with(path, ".pgm") || ends_with(path, ".pnm")) return read_ppm(path);
 #ifdef GANTK_WITH_PNG
   if (ends_with(path, ".png")) return read_png(path);
-  throw std::runtime_error(path + ": unsupported image type (use .png or .ppm)");
-#else
-  throw std::runtime_error(path + ": unsupported image type (this build reads .ppm; rebuild with libpng for .png)");
 #endif
+#ifdef GANTK_WITH_JPEG
+  if (ends_with(path, ".jpg") || ends_with(path, ".jpeg")) return read_jpeg(path);
+#endif
+  throw std::runtime_error(path + ": unsupported image type (this build reads " + kReadable + ")");
 }
 
 Pixels convert_channels(const Pixels& p, int channels) {

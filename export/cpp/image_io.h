@@ -1,4 +1,5 @@
-// 8-bit image files <-> [-1, 1] NCHW tensors. PPM/PGM (P6/P5) always; PNG when built with libpng.
+// 8-bit image files <-> [-1, 1] NCHW tensors. PPM/PGM (P6/P5) always; PNG when built with libpng, JPEG
+// (turned upright by its EXIF orientation) when built with libjpeg.
 // Reading follows gantk's Python preprocessing (gantk.io.load_image + gantk.data.transforms._make_multiple)
 // so that C++ and Python feed the model the same pixels.
 #pragma once
@@ -15,7 +16,7 @@ struct Pixels {
   std::vector<unsigned char> data;
 };
 
-// Reads a .png/.ppm/.pgm/.pnm file as 8-bit pixels, as Pillow opens it: 16-bit grey scaled by 1/257 and
+// Reads a .png/.jpg/.ppm/.pgm/.pnm file as 8-bit pixels, as Pillow opens it (JPEG upright by EXIF): 16-bit grey scaled by 1/257 and
 // rounded (gantk.io.to_8bit), other 16-bit images by their high byte, palettes expanded, alpha kept.
 Pixels read_pixels(const std::string& path);
 // Converts to `channels` (1 or 3) as Pillow's convert("L") / convert("RGB"): alpha dropped, grey replicated,
