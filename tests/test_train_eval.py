@@ -55,11 +55,11 @@ def assert_paired_scores(row, translate, dataroot, n):
 def test_pix2pix_scores_equal_a_recomputation_with_the_best_net(sample_data, tmp_path):
     """eval.jsonl's PSNR/SSIM/MAE of the best epoch == scikit-image/numpy on best_net_G's outputs, run as
     `gantk translate` runs pix2pix (batch statistics, dropout seeded by --seed); best_net_G is that epoch's."""
-    extra = dict(eval_freq=1, eval_num=3, save_epoch_freq=1)
+    extra = dict(eval_freq=1, eval_num=3, save_epoch_freq=1, max_dataset_size=2)  # 2 pairs (train and test)
     assert main(p2p_args(sample_data["aligned"], tmp_path, **extra)) == 0
     folder = tmp_path / "p"
     rows = eval_rows(folder)
-    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["images"] == 3 and r["phase"] == "test" for r in rows)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["images"] == 2 and r["phase"] == "test" for r in rows)
     best = max(rows, key=lambda r: r["psnr"])
     state = json.loads((folder / "best_state.json").read_text())
     assert (state["epoch"], state["metric"], state["value"]) == (best["epoch"], "psnr", best["psnr"])
@@ -69,18 +69,19 @@ def test_pix2pix_scores_equal_a_recomputation_with_the_best_net(sample_data, tmp
     G = prepare_for_inference(load("p", tmp_path, "best").net, eval_mode=False)
     assert best["inference"] == G.inference == {"eval": False, "bn_mode": "batch", "dropout": True}
     torch.manual_seed(0)
-    assert_paired_scores(best, lambda a, b: G(a), sample_data["aligned"], 3)
+    assert_paired_scores(best, lambda a, b: G(a), sample_data["aligned"], 2)
 
     # evaluating changes nothing in training: the same run without --eval_freq ends with the same weights
-    assert main(p2p_args(sample_data["aligned"], tmp_path, "plain", save_epoch_freq=1)) == 0
+    assert main(p2p_args(sample_data["aligned"], tmp_path, "plain", max_dataset_size=2)) == 0
     assert_same_weights(nets(tmp_path / "plain", "latest", ["G", "D"]), nets(folder, "latest", ["G", "D"]))
 
 
 def test_bicyclegan_scores_its_encoded_sample(sample_data, tmp_path):
     """BicycleGAN is scored as its test script's encoded sample: G(A, mu of E(B)) in eval mode."""
-    assert main(bicycle_args(sample_data["aligned"], tmp_path, eval_freq=2, eval_num=2, eval_metric="ssim")) == 0
+    extra = dict(eval_freq=1, eval_num=2, eval_metric="ssim", n_epochs_decay=1)
+    assert main(bicycle_args(sample_data["aligned"], tmp_path, **extra)) == 0
     rows = eval_rows(tmp_path / "b")
-    assert [r["epoch"] for r in rows] == [2, 3]
+    assert [r["epoch"] for r in rows] == [1, 2]
     best = max(rows, key=lambda r: r["ssim"])
     loaded = load("b", tmp_path, "best")
     G, E = prepare_for_inference(loaded.net, True), load_encoder(loaded)
