@@ -8,7 +8,7 @@ from gantk.cli import main
 from gantk.errors import GantkError
 from gantk.io import pil_to_tensor
 from gantk.models import define_G
-from gantk.translate import _tiled, output_stems, tile_starts, tiled_forward, translate_images
+from gantk.translate import _tiled, fitted_tile, output_stems, tile_starts, tiled_forward, translate_images
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,18 @@ def test_tile_starts_cover_with_overlap():
         starts = tile_starts(length, tile, ov)
         assert starts[0] == 0 and starts[-1] + min(tile, length) == length
         assert all(b - a <= tile - ov for a, b in zip(starts, starts[1:]))
+
+
+def test_fitted_tiles_cover_with_the_same_count_and_fewer_pixels():
+    """4096 px in 512 px tiles (overlap 32): 9 tiles either way, 484 px each instead of 512 (hand-computed:
+    ceil((4096 + 8 * 32) / 9) = 484), so 6% instead of 12.5% of the pixels are computed twice."""
+    assert fitted_tile(4096, 512, 32, 4) == 484 and fitted_tile(200, 512, 32, 4) == 200
+    for length, tile, ov, m in [(4096, 512, 32, 4), (1000, 256, 32, 4), (300, 256, 64, 4), (4100, 1024, 32, 8)]:
+        fit = fitted_tile(length, tile, ov, m)
+        starts, before = tile_starts(length, fit, ov), tile_starts(length, tile, ov)
+        assert fit % m == 0 and fit <= tile and len(starts) == len(before)
+        assert starts[0] == 0 and starts[-1] + fit == length
+        assert all(a + fit - b >= ov for a, b in zip(starts, starts[1:]))  # every seam still overlaps enough
 
 
 def test_tiled_matches_whole_image_on_2x_image():
