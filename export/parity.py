@@ -12,6 +12,11 @@ Thresholds per precision, errors measured on the [-1, 1] output scale, PSNR on [
   the fp16 graph), graded by the same threshold.
 - bf16: PSNR >= 32 dB: bf16 keeps 8 mantissa bits (unit 2^-8 = 8x fp16's), so its noise is ~18 dB
   above fp16's budget; 32 dB is rms ~6 levels, still visually faithful.
+
+Quality (`Quality`, optional): each row also records the LPIPS of the artifact's output against eager's (given
+LPIPS weights), and each report the FID change against a reference folder (given Inception weights):
+FID(artifact outputs, folder) - FID(eager outputs, folder) over the outputs of every size. `--quality_gate`
+limits either, and a report over a limit fails like a parity miss.
 """
 from __future__ import annotations
 
@@ -25,9 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gantk import metrics
 from gantk.errors import GantkError
 from gantk.export.spec import ExportSpec
 from gantk.io import list_images, load_image, pil_to_tensor
+from gantk.nn.weights import RANDOM_WEIGHTS
 
 THRESHOLDS = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}, "bf16": {"psnr": 32.0}}
 PSNR_CAP = 150.0
@@ -90,28 +97,167 @@ class ParityReport:
     backend: str
     precision: str
     rows: list[dict] = field(default_factory=list)
+    fid: dict | None = None  # Quality.fid_change's record
+    gate: dict[str, float] = field(default_factory=dict)  # --quality_gate: {"lpips" | "fid": largest allowed}
+
+    @property
+    def parity_passed(self) -> bool:
+        return bool(self.rows) and all(r["pass"] for r in self.rows)
+
+    def gate_misses(self) -> list[str]:
+        """`LPIPS 0.0021 (gate 0)` for each quality figure above its --quality_gate limit."""
+        graded = [g for r in self.rows for g in (r, r.get(FP16_ARITHMETIC)) if g and "lpips" in g]
+        worst = {"lpips": max((g["lpips"] for g in graded), default=None), "fid": self.fid and self.fid["change"]}
+        return [f"{GATES[k]} {'not measured' if worst[k] is None else format(worst[k], '.4g')} (gate {limit:g})"
+                for k, limit in self.gate.items() if worst[k] is None or not worst[k] <= limit]
 
     @property
     def passed(self) -> bool:
-        return bool(self.rows) and all(r["pass"] for r in self.rows)
+        return self.parity_passed and not self.gate_misses()
 
     def table(self) -> str:
         t = THRESHOLDS[self.precision]
         rule = ", ".join(f"{k} {'<=' if k == 'max_abs' else '>='} {v:g}" for k, v in t.items())
-        lines = [f"parity of {self.artifact} ({self.backend}, {self.precision}; pass: {rule})",
-                 f"  {'input':<16}{'max abs err':>13}{'mean abs err':>14}{'PSNR dB':>9}  result"]
+        gate = "".join(f", {GATES[k]} <= {v:g}" for k, v in self.gate.items())
+        lp = any("lpips" in r for r in self.rows)
+        lines = [f"parity of {self.artifact} ({self.backend}, {self.precision}; pass: {rule}{gate})",
+                 f"  {'input':<16}{'max abs err':>13}{'mean abs err':>14}{'PSNR dB':>9}{'    LPIPS' if lp else ''}"
+                 "  result"]
         for r in self.rows:
             extra = [(FP16_ARITHMETIC, r[FP16_ARITHMETIC])] if FP16_ARITHMETIC in r else []
             for label, e in [(r["input"], r), *extra]:
-                lines.append(f"  {label:<16}{e['max_abs']:>13.3g}{e['mean_abs']:>14.3g}{e['psnr']:>9.1f}  "
+                lpips = (f"{e['lpips']:>9.2g}" if "lpips" in e else " " * 9) if lp else ""
+                lines.append(f"  {label:<16}{e['max_abs']:>13.3g}{e['mean_abs']:>14.3g}{e['psnr']:>9.1f}{lpips}  "
                              f"{'ok' if e['pass'] else 'FAIL'}")
         if any(FP16_ARITHMETIC in r for r in self.rows):
             lines.append(f"  ({FP16_ARITHMETIC}: {FP16_ARITHMETIC_NOTE})")
+        if self.fid:
+            lines.append(f"  FID change {self.fid['change']:+.4f} (artifact {self.fid['artifact']:.4f}, eager "
+                         f"{self.fid['eager']:.4f}; {self.fid['images']} outputs vs {self.fid['reference_images']} "
+                         "reference images)")
+        lines += [f"  quality gate FAIL: {m}" for m in self.gate_misses()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"artifact": self.artifact, "backend": self.backend, "precision": self.precision,
-                "thresholds": THRESHOLDS[self.precision], "passed": self.passed, "rows": self.rows}
+                "thresholds": THRESHOLDS[self.precision], "passed": self.passed, "rows": self.rows,
+                **({"fid": self.fid} if self.fid else {}),
+                **({"quality_gate": self.gate, "gate_passed": not self.gate_misses()} if self.gate else {})}
+
+
+GATES = {"lpips": "LPIPS", "fid": "FID change"}  # --quality_gate keys -> what they limit
+
+
+def parse_gate(text: str | None) -> dict[str, float]:
+    """--quality_gate "lpips=0.01,fid=0.5" -> {"lpips": 0.01, "fid": 0.5}; a one-line GantkError otherwise."""
+    gate = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, _, value = part.partition("=")
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = math.nan
+        if key.strip() not in GATES or not math.isfinite(limit) or key.strip() in gate:
+            raise GantkError(f"--quality_gate {text}: expected lpips=MAX and/or fid=MAX, comma-separated "
+                             f"(e.g. lpips=0.01,fid=0.5), got {part!r}")
+        gate[key.strip()] = limit
+    return gate
+
+
+def _rgb(x: torch.Tensor) -> torch.Tensor:
+    """NCHW outputs with 3 channels (grey repeated), as LPIPS and Inception take them."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+class Quality:
+    """LPIPS of artifact vs eager outputs (`lpips_net`), the FID change against a reference folder's Inception
+    features (`inception` + `reference`), and the --quality_gate; `record` describes them for the manifest."""
+
+    def __init__(self, lpips_net=None, inception=None, reference: np.ndarray | None = None,
+                 gate: dict | None = None, record: dict | None = None, device="cpu"):
+        self.lpips_net, self.inception, self.reference = lpips_net, inception, reference
+        self.gate, self.record, self.device = gate or {}, record or {}, device
+        self._eager_fid: dict = {}
+
+    def lpips(self, ref: np.ndarray, out: torch.Tensor) -> dict:
+        """{"lpips": mean over the batch} of `out` against the eager output `ref`; {} without LPIPS weights."""
+        if self.lpips_net is None:
+            return {}
+        return {"lpips": metrics.lpips(self.lpips_net, _rgb(torch.from_numpy(ref)), _rgb(out.detach().float().cpu()))}
+
+    def fid(self, outputs: list[torch.Tensor]) -> float:
+        images = (img for batch in outputs for img in _rgb(batch.detach().float().cpu()))
+        return metrics.fid_from_features(metrics.extract_features(self.inception, images, device=self.device),
+                                         self.reference)
+
+    def fid_change(self, outputs: list[torch.Tensor], refs: list[np.ndarray]) -> dict | None:
+        """FID(outputs, reference) - FID(eager outputs `refs`, reference), both over every image; None without
+        Inception weights."""
+        if self.inception is None:
+            return None
+        key = tuple(r.shape for r in refs)
+        if key not in self._eager_fid:
+            self._eager_fid[key] = self.fid([torch.from_numpy(r) for r in refs])
+        artifact, eager = self.fid(outputs), self._eager_fid[key]
+        return {"artifact": artifact, "eager": eager, "change": artifact - eager,
+                "images": sum(len(r) for r in refs), "reference_images": len(self.reference)}
+
+
+def load_quality(lpips_net: str = "alex", lpips_weights: str | None = None, lpips_backbone: str | None = None,
+                 eval_images: str | None = None, inception_weights: str | None = None, gate: str | None = None,
+                 sizes: list[int] = (), device="cpu", log=print) -> Quality:
+    """The `Quality` the options ask for, every option checked before anything is loaded: LPIPS when its
+    weights are given (else a note, once), FID when --eval_images is given (Inception weights then required),
+    and a --quality_gate only over figures that will be measured."""
+    from gantk.nn.inception import load_fid_inception, resolve_inception_weights
+    from gantk.nn.lpips import NETS, load_lpips, lpips_requested, resolve_lpips_weights
+    limits, record = parse_gate(gate), {}
+    use_lpips = lpips_requested(lpips_weights, lpips_backbone)
+    if use_lpips:
+        heads, backbone = resolve_lpips_weights(lpips_weights, lpips_backbone, lpips_net)
+        small = [s for s in sizes if s < NETS[lpips_net].min_size]
+        if small:
+            raise GantkError(f"--lpips-net {lpips_net} needs images of at least {NETS[lpips_net].min_size} px, "
+                             f"got size {small[0]}")
+        record.update(lpips={"net": lpips_net, "version": "0.1", "weights": _where(heads), "backbone": _where(backbone),
+                             "protocol": "artifact output vs eager output, [-1, 1], full size; mean over the batch"})
+    else:
+        record["lpips"] = LPIPS_NOTE
+        log(f"note: {LPIPS_NOTE}")
+    if "lpips" in limits and not use_lpips:
+        raise GantkError("--quality_gate lpips needs LPIPS weights: --lpips-weights and --lpips-backbone (or "
+                         "GANTK_LPIPS and GANTK_LPIPS_BACKBONE)")
+    if "fid" in limits and not eval_images:
+        raise GantkError("--quality_gate fid needs --eval_images DIR (the reference images of the FID)")
+    files = []
+    if eval_images:
+        folder = Path(eval_images)
+        files = list_images(folder) if folder.is_dir() else []
+        if len(files) < 2:
+            raise GantkError(f"--eval_images {eval_images}: expected a folder of at least 2 images (the FID "
+                             f"reference set)")
+        weights = resolve_inception_weights(inception_weights)
+    quality = Quality(load_lpips(lpips_net, heads, backbone, device) if use_lpips else None, gate=limits,
+                      record=record, device=device)
+    if eval_images:
+        quality.inception = load_fid_inception(weights, device)
+        quality.reference = metrics.extract_features(
+            quality.inception, (pil_to_tensor(load_image(f, "RGB")) for f in files), device=device)
+        record["fid"] = {"reference": str(Path(eval_images).resolve()), "reference_images": len(files),
+                         "weights": _where(weights), "protocol": "FID(artifact outputs, reference) - FID(eager outputs, "
+                         "reference), outputs of every parity size pooled; " + metrics.PROTOCOL["features"]}
+    if limits:
+        record["gate"] = limits
+    return quality
+
+
+def _where(weights: str) -> str:
+    """A weights file as an absolute path for the manifest; the "random" test switch as it is."""
+    return weights if weights == RANDOM_WEIGHTS else str(Path(weights).resolve())
+
+
+LPIPS_NOTE = ("LPIPS left out: give --lpips-weights (the published v0.1 heads) and --lpips-backbone "
+              "(torchvision's weights) to record it")
 
 
 @contextlib.contextmanager
@@ -129,8 +275,9 @@ class Comparator:
     """The one comparator: real-photo inputs and eager fp32 reference outputs per (batch, size), each made
     once, and the grade of any backend's output against them."""
 
-    def __init__(self, spec: ExportSpec, photos: list[Image.Image], device="cpu"):
+    def __init__(self, spec: ExportSpec, photos: list[Image.Image], device="cpu", quality: Quality | None = None):
         self.spec, self.photos, self.device = spec, photos, torch.device(device)
+        self.quality = quality or Quality()
         self._inputs: dict = {}
         self._refs: dict = {}
 
@@ -154,9 +301,16 @@ class Comparator:
         return self._refs[batch, size]
 
     def grade(self, out: torch.Tensor, batch: int, size: int, precision: str) -> dict:
-        """max/mean |err|, PSNR and whether they pass `precision`'s threshold."""
-        err = errors(self.reference(batch, size), out.detach().float().cpu().numpy())
-        return {**err, "pass": passes(err, precision)}
+        """max/mean |err|, PSNR and whether they pass `precision`'s threshold (+ LPIPS given its weights)."""
+        ref = self.reference(batch, size)
+        err = errors(ref, out.detach().float().cpu().numpy())
+        lpips = self.quality.lpips(ref, out) if math.isfinite(err["max_abs"]) else {}
+        return {**err, **lpips, "pass": passes(err, precision)}
+
+    def fid_change(self, outputs: dict[tuple[int, int], torch.Tensor]) -> dict | None:
+        """The FID change of {(batch, size): output} against eager's outputs of the same shapes."""
+        keys = sorted(outputs)
+        return self.quality.fid_change([outputs[k] for k in keys], [self.reference(*k) for k in keys])
 
 
 FP16_ARITHMETIC = "fp16 arithmetic"
@@ -193,16 +347,18 @@ def computes_fp16_in_fp32(runner) -> bool:
 
 
 def check_parity(spec: ExportSpec, runner, photos: list[Image.Image], sizes: list[int],
-                 precision: str = "fp32") -> ParityReport:
+                 precision: str = "fp32", quality: Quality | None = None) -> ParityReport:
     """Run the artifact and the eager model on the photos at each size (one batch each). An fp16 artifact
-    on a runtime that computes it in fp32 also gets the `fp16 arithmetic` figure, and must pass both."""
-    report = ParityReport(str(runner.path), runner.backend, precision)
-    compare = Comparator(spec, photos)
+    on a runtime that computes it in fp32 also gets the `fp16 arithmetic` figure, and must pass both.
+    `quality` adds LPIPS per row, the FID change over all sizes and its --quality_gate."""
+    compare = Comparator(spec, photos, quality=quality)
+    report = ParityReport(str(runner.path), runner.backend, precision, gate=compare.quality.gate)
     half = half_model(spec.net) if precision == "fp16" and computes_fp16_in_fp32(runner) else None
+    outputs = {}
     for size in sizes:
         inputs = compare.inputs(len(photos), size)
         with torch.no_grad():
-            out = runner.run_torch(*inputs)
+            out = outputs[len(photos), size] = runner.run_torch(*inputs)
         row = {"input": f"{len(photos)}x{spec.in_channels}x{size}x{size}",
                **compare.grade(out, len(photos), size, precision)}
         if half is not None:
@@ -211,4 +367,5 @@ def check_parity(spec: ExportSpec, runner, photos: list[Image.Image], sizes: lis
             row[FP16_ARITHMETIC] = compare.grade(true16, len(photos), size, precision)
             row["pass"] = row["pass"] and row[FP16_ARITHMETIC]["pass"]
         report.rows.append(row)
+    report.fid = compare.fid_change(outputs)
     return report

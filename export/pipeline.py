@@ -16,7 +16,7 @@ from pathlib import Path
 from gantk.checkpoints import sha256_file
 from gantk.errors import GantkError
 from gantk.export.backends import ARTIFACTS, Builder
-from gantk.export.parity import FP16_ARITHMETIC, THRESHOLDS, ParityReport, check_parity, load_photos
+from gantk.export.parity import FP16_ARITHMETIC, THRESHOLDS, ParityReport, Quality, check_parity, load_photos
 from gantk.export.runners import load_runner
 from gantk.export.spec import ExportSpec, load_spec
 from gantk.runtime import environment
@@ -72,22 +72,32 @@ def _files(folder: Path) -> dict:
 
 
 def _parity(spec: ExportSpec, folder: Path, fmt: str, artifact: str, photos: list, sizes: list[int],
-            device: str) -> ParityReport:
+            device: str, quality: Quality | None = None) -> ParityReport:
     """Parity of `folder/artifact` (a `fmt` artifact), its path recorded relative to the folder."""
     where = "cuda" if ARTIFACTS[fmt].device == "cuda" else device
-    report = check_parity(spec, load_runner(folder / artifact, device=where), photos, sizes, ARTIFACTS[fmt].precision)
+    report = check_parity(spec, load_runner(folder / artifact, device=where), photos, sizes, ARTIFACTS[fmt].precision,
+                          quality)
     report.artifact = artifact
     return report
 
 
 def _shortfall(report: ParityReport) -> str:
-    """`<artifact> [precision: worst error vs its limit]` for a failed report."""
+    """`<artifact> [precision: worst error vs its limit]` for a failed report (`[LPIPS 0.002 (gate 0)]` when only
+    its --quality_gate failed)."""
+    if report.parity_passed:
+        return f"{report.artifact} [{', '.join(report.gate_misses())}]"
     t = THRESHOLDS[report.precision]
     # every graded figure of a row: the artifact's, and for fp16 on ONNX Runtime's CPU provider the real fp16 one
     rows = [g for r in report.rows for g in (r, r.get(FP16_ARITHMETIC)) if g]
     worst = ([f"max |err| {max(r['max_abs'] for r in rows):.3g} (limit {t['max_abs']:g})"] if "max_abs" in t else []) \
         + ([f"PSNR {min(r['psnr'] for r in rows):.1f} dB (limit {t['psnr']:g} dB)"] if "psnr" in t else [])
-    return f"{report.artifact} [{report.precision}: {', '.join(worst)}]"
+    return f"{report.artifact} [{report.precision}: {', '.join(worst + report.gate_misses())}]"
+
+
+def _failure(failed: list[ParityReport]) -> str:
+    """`parity FAILED for ...` (or `quality gate FAILED for ...` when every artifact passed parity)."""
+    what = "quality gate" if all(r.parity_passed for r in failed) else "parity"
+    return f"{what} FAILED for {'; '.join(map(_shortfall, failed))}"
 
 
 def _dead(folder: Path, tag: str) -> bool:
@@ -139,12 +149,13 @@ def _swap_in(new: Path, out: Path) -> None:
 def run_export(spec: ExportSpec, out_dir: str | Path, formats: list[str], photos: list, sizes: list[int],
                opset: int = 17, max_batch: int = 8, min_size: int | None = None, opt_size: int = 256,
                max_size: int = 1024, device: str = "cpu", name: str = "model", source: dict | None = None,
-               log=print) -> dict:
+               log=print, quality: Quality | None = None) -> dict:
     """Export `spec` to each format (the backend registry's builders) in `<out>.tmp-<pid>`, check every
     artifact's parity there, write manifest.json, then replace out_dir's content with it. max_size and
     opt_size are rounded down to the size multiple (opt_size at most max_size). `source` (how to load the
     generator again: {"generator": load_spec's arguments, "parity_images": ...}) is recorded for `verify_export`.
-    When any artifact fails parity, out_dir stays as it was, the failed build is kept (manifest passed=false)
+    `quality` adds LPIPS / FID change to every parity record and its --quality_gate to the pass.
+    When any artifact fails parity (or the gate), out_dir stays as it was, the failed build is kept (manifest passed=false)
     in `<out>.parity-failed/` and a one-line GantkError names the artifacts and their limits."""
     m = spec.multiple
     check_request(None, formats, sizes, max_batch, opt_size, max_size, m)
@@ -174,20 +185,19 @@ def run_export(spec: ExportSpec, out_dir: str | Path, formats: list[str], photos
             if fmt == "triton-repo":  # serves a copy of an artifact checked here
                 log(f"Triton model repository: {rel} (serving {next((tmp / rel).glob('1/model.*')).name})")
                 continue
-            reports[fmt] = _parity(spec, tmp, fmt, rel, photos, sizes, device)
+            reports[fmt] = _parity(spec, tmp, fmt, rel, photos, sizes, device, quality)
             log(reports[fmt].table())
         failed = [r for r in reports.values() if not r.passed]
         manifest = {"name": name, "metadata": spec.metadata(), "environment": environment(),
                     "source": source, "parity_sizes": sizes, "device": device, "artifacts": artifacts,
                     "parity": [{"format": fmt, **r.to_dict()} for fmt, r in reports.items()],
-                    "passed": not failed, "files": _files(tmp)}
+                    "quality": quality.record if quality else {}, "passed": not failed, "files": _files(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if failed:
             kept = out.with_name(f"{out.name}.parity-failed")
             shutil.rmtree(kept, ignore_errors=True)
             tmp.rename(kept)
-            raise GantkError(f"parity FAILED for {'; '.join(map(_shortfall, failed))}: {out} is unchanged, "
-                             f"the failed build is in {kept}")
+            raise GantkError(f"{_failure(failed)}: {out} is unchanged, the failed build is in {kept}")
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -229,5 +239,5 @@ def verify_export(folder: str | Path, photos: list | None = None, spec: ExportSp
         log(r.table())
     failed = [r for r in reports if not r.passed]
     if failed:
-        raise GantkError(f"parity FAILED for {'; '.join(map(_shortfall, failed))} in {folder}")
+        raise GantkError(f"{_failure(failed)} in {folder}")
     return {**manifest, "parity": [{"format": rec["format"], **r.to_dict()} for rec, r in zip(manifest["parity"], reports)]}

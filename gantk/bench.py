@@ -3,8 +3,9 @@
 Each backend turns the generator into a callable (eager variants, torch.compile, Triton kernels, or an
 exported artifact run through gantk.export's runners). All run the same real photos; every output is
 compared with eager fp32 and graded against the precision's threshold (gantk.export.parity), so a fast
-but wrong backend is reported as FAIL next to its speed. Backends that cannot run here stay in the
-table with the reason."""
+but wrong backend is reported as FAIL next to its speed. Given LPIPS weights each row also records the LPIPS of
+its output against eager's, and given --eval_images each backend its FID change (gantk.export.parity.Quality).
+Backends that cannot run here stay in the table with the reason."""
 from __future__ import annotations
 
 import ctypes
@@ -145,10 +146,12 @@ def flops_per_image(net, inputs) -> float:
 
 
 def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], photos, device: str = "cpu",
-              warmup: int = 2, repeats: int = 10, threads: int = 0, budget_s: float = 0.0, log=print) -> dict:
+              warmup: int = 2, repeats: int = 10, threads: int = 0, budget_s: float = 0.0, log=print,
+              quality=None) -> dict:
     """Measure every backend at every (batch, size); returns the results document. With `budget_s`, a
     backend whose first call is slow gets fewer warm-up and timed runs (at least one timed run; the first
-    call then counts as the warm-up; `runs` says how many were timed)."""
+    call then counts as the warm-up; `runs` says how many were timed). `quality` (gantk.export.parity.Quality)
+    adds LPIPS per row and the FID change per backend (doc["quality"]["fid_change"])."""
     from gantk.export.parity import Comparator, no_tf32
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -163,7 +166,8 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
     env = {**environment(), "threads": torch.get_num_threads(), "device": str(dev)}
     peaks = (gpu_peaks(env["gpu"]) or (0, {}))[1] if dev.type == "cuda" else {}
     env["peak_tflops"] = peaks or None  # data sheet; fp32 rows run without TF32, so their MFU is against fp32
-    compare = Comparator(spec, photos, dev)
+    compare = Comparator(spec, photos, dev, quality)
+    fid_change = {}
     shapes = [(b, s) for s in sizes for b in batches]
     rows, eager_ms = [], {}
     memory = PeakMemory(dev)
@@ -182,7 +186,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                 rows.append({"backend": name, "status": "unavailable", "reason": made})
                 continue
             runner, precision, build_s = made
-            first = True
+            first, outputs = True, {}
             for b, s in shapes:
                 xs = compare.inputs(b, s)
                 row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
@@ -210,6 +214,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                     continue
                 med = float(np.median(ts))
                 grade = compare.grade(out, b, s, precision)
+                outputs[b, s] = out
                 if name == "eager":
                     eager_ms[b, s] = med
                 row.update(runs=n_runs, median_ms=med, p10_ms=float(np.percentile(ts, 10)), p90_ms=float(np.percentile(ts, 90)),
@@ -220,18 +225,26 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                            mfu=gflops[s] * b / med / peaks[precision] if precision in peaks else None,
                            speedup=(eager_ms[b, s] / med) if (b, s) in eager_ms else None,
                            max_abs=grade["max_abs"], mean_abs=grade["mean_abs"], psnr=grade["psnr"],
+                           **{k: grade[k] for k in ("lpips",) if k in grade},
                            parity="PASS" if grade["pass"] else "FAIL")
                 first = False
                 rows.append(row)
                 log(f"{name:<22} b{b:<3} {s:>4}px {med:9.2f} ms  {row['images_per_s']:8.2f} img/s  "
-                    f"x{row['speedup'] or 0:5.2f}  PSNR {grade['psnr']:6.1f}  {row['parity']}")
+                    f"x{row['speedup'] or 0:5.2f}  PSNR {grade['psnr']:6.1f}  "
+                    + (f"LPIPS {grade['lpips']:.4f}  " if "lpips" in grade else "") + row["parity"])
+            fid = compare.fid_change(outputs) if outputs else None
+            if fid:
+                fid_change[name] = fid
+                log(f"{name:<22} FID change {fid['change']:+.4f} (vs eager over {fid['images']} outputs)")
     return {"environment": env, "model": spec.metadata(),
             "config": {"backends": backends, "batches": batches, "sizes": sizes, "warmup": warmup,
-                       "repeats": repeats, "budget_s": budget_s}, "results": rows}
+                       "repeats": repeats, "budget_s": budget_s}, "results": rows,
+            "quality": {**compare.quality.record, **({"fid_change": fid_change} if fid_change else {})}}
 
 
 def markdown(doc: dict) -> str:
     env, cfg = doc["environment"], doc["config"]
+    lp = any("lpips" in r for r in doc["results"])
     v = ", ".join(f"{k} {x}" for k, x in env["versions"].items())
     arch = doc["model"].get("gantk_arch", {})
     lines = [f"# gantk bench: {arch.get('netG', doc['model'].get('gantk_family'))} (ngf {arch.get('ngf', '?')})",
@@ -242,24 +255,37 @@ def markdown(doc: dict) -> str:
              f"{cfg.get('budget_s') or '-'} s budget: see runs; median, p10-p90); speed-up vs eager fp32 at "
              "the same batch/size; parity vs eager fp32 on real photos (fp32: max err <= 1e-4; fp16: PSNR >= 40 dB; "
              "bf16: PSNR >= 32 dB)",
-             *([f"- MFU: achieved TFLOP/s over the data-sheet dense peak for the row's precision ("
+             *(["- MFU: achieved TFLOP/s over the data-sheet dense peak for the row's precision ("
                 + ", ".join(f"{k} {v}" for k, v in env["peak_tflops"].items()) + " TFLOP/s)"]
                if env.get("peak_tflops") else []),
-             *([f"- peak MB: {env['peak_memory']}"] if env.get("peak_memory") else []), "",
+             *([f"- peak MB: {env['peak_memory']}"] if env.get("peak_memory") else []),
+             *quality_notes(doc.get("quality", {})), "",
              "| backend | batch | size | runs | median ms | p10-p90 ms | img/s | speed-up | first call s | build s | "
-             "peak MB | TFLOP/s | MFU | max err | PSNR dB | parity |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak MB | TFLOP/s | MFU | max err | PSNR dB | " + ("LPIPS | " if lp else "") + "parity |",
+             "|---" * (17 if lp else 16) + "|"]
     for r in doc["results"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | | | | {r['status']}: {r['reason']} | | | | | | | | | | | |")
+            lines.append(f"| {r['backend']} | | | | {r['status']}: {r['reason']} |" + " |" * (12 if lp else 11))
             continue
         sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
         lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['runs']} | {r['median_ms']:.2f} | "
                      f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f} | {r['images_per_s']:.2f} | {sp} | {r['first_call_s']:.2f} | "
                      f"{r['build_s']:.1f} | {r['peak_mem_mb']:.0f} | {r['tflops']:.3f} | "
                      f"{format(r['mfu'], '.1%') if r.get('mfu') is not None else '-'} | {r['max_abs']:.2g} | "
-                     f"{r['psnr']:.1f} | {r['parity']} |")
+                     f"{r['psnr']:.1f} | " + (f"{r['lpips']:.4f} | " if "lpips" in r else "- | " if lp else "")
+                     + f"{r['parity']} |")
     return "\n".join(lines) + "\n"
+
+
+def quality_notes(quality: dict) -> list[str]:
+    """Markdown lines on LPIPS (what was used, or why it is missing) and each backend's FID change."""
+    lp = quality.get("lpips")
+    lines = [f"- LPIPS: v0.1 {lp['net']} of each output vs eager's ({lp['protocol']})" if isinstance(lp, dict)
+             else f"- {lp}"] if lp else []
+    for name, f in quality.get("fid_change", {}).items():
+        lines.append(f"- FID change of {name}: {f['change']:+.4f} (FID {f['artifact']:.4f} vs eager {f['eager']:.4f}; "
+                     f"{f['images']} outputs vs {f['reference_images']} images of {quality['fid']['reference']})")
+    return lines
 
 
 def plot(doc: dict, path: Path) -> Path | None:

@@ -225,6 +225,21 @@ def _sizes(text: str, option: str = "--sizes") -> list[int]:
     return values
 
 
+# quality figures of export/bench beside max error and PSNR: LPIPS vs eager, FID change vs a reference set
+_QUALITY = _with([
+    click.option("--lpips-net", "lpips_net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
+                 help="LPIPS backbone"),
+    click.option("--lpips-weights", "lpips_weights", default=None, help="the published LPIPS v0.1 heads "
+                 "(lpips/weights/v0.1/<net>.pth; default: $GANTK_LPIPS); records LPIPS of each output vs eager's"),
+    click.option("--lpips-backbone", "lpips_backbone", default=None,
+                 help="torchvision's alexnet-owt-7be5be79.pth or vgg16-397923af.pth (default: $GANTK_LPIPS_BACKBONE)"),
+    click.option("--eval_images", type=click.Path(), default=None, help="reference images (e.g. the target "
+                 "domain's test set): records FID(outputs, DIR) - FID(eager outputs, DIR) per artifact/backend"),
+    click.option("--inception-weights", "inception_weights", default=None,
+                 help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for --eval_images (default: $GANTK_INCEPTION)"),
+])
+
+
 def _command_line(ctx: click.Context) -> str:
     """The command as it could be retyped: the options whose values differ from their defaults."""
     words = ["gantk", ctx.info_name]
@@ -257,11 +272,15 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--device", default="cpu", show_default=True, help="where AOTI compiles/parity runs: cpu or cuda")
 @click.option("--verify", type=click.Path(), default=None, help="export nothing: check the files of this export "
               "folder against its manifest's checksums and re-run its parity checks")
-def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_size, max_size, device, verify, **src):
+@_QUALITY
+@click.option("--quality_gate", default=None, help="fail the export (like a parity miss) when an artifact's worst "
+              "LPIPS vs eager or its FID change exceeds a limit, e.g. lpips=0.01 or lpips=0.01,fid=0.5")
+def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_size, max_size, device, verify,
+               lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights, quality_gate, **src):
     """Export a generator (ONNX, fp16 ONNX, AOTInductor, TensorRT, OpenVINO, Triton repository, safetensors);
     prove parity."""
     import os
-    from gantk.export.parity import load_photos
+    from gantk.export.parity import load_photos, load_quality
     from gantk.export.pipeline import check_request, run_export, verify_export
     from gantk.export.spec import load_spec
     if verify:
@@ -271,6 +290,8 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     sizes = _sizes(parity_sizes, "--parity_sizes") if parity_sizes else None
     check_request(out, fmts, sizes, max_batch, opt_size, max_size)  # before loading anything
+    quality = load_quality(lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights, quality_gate,
+                           sizes or [], device, log=click.echo)
     spec, label = load_spec(**src)
     m = spec.multiple
     absolute = {k: os.path.abspath(v) if v and k in ("weights", "checkpoints_dir") else v for k, v in src.items()}
@@ -278,7 +299,7 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
     out = out or f"./exports/{label}"
     manifest = run_export(spec, out, fmts, load_photos(parity_images), sizes or [max(64, 2 * m), max(128, 4 * m)],
                           opset=opset, max_batch=max_batch, opt_size=opt_size, max_size=max_size, device=device,
-                          name=label, source=source, log=click.echo)
+                          name=label, source=source, log=click.echo, quality=quality)
     click.echo(f"parity passed; wrote {', '.join(manifest['artifacts'].values())} in {out}")
 
 
@@ -301,10 +322,12 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
               help="real images to run (default: scikit-image's sample photos)")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="results path without suffix (writes .json, .md, .png; default ./bench/<model>_<device>)")
-def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, device, image_source, out, **src):
+@_QUALITY
+def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, device, image_source, out,
+              lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights, **src):
     """Latency, throughput, memory and parity of a generator on every backend."""
     from gantk.bench import BACKENDS, CPU_DEFAULT, check_backend, run_bench, write_results
-    from gantk.export.parity import load_photos
+    from gantk.export.parity import load_photos, load_quality
     from gantk.export.spec import load_spec
     from gantk.runtime import resolve_device
     from gantk.io import check_writable
@@ -319,11 +342,13 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
             raise GantkError(f"{option} must be >= {low}, got {value}")
     if out:
         check_writable(Path(out).with_suffix(".json"), "--out")
+    quality = load_quality(lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights,
+                           sizes=size_list, device=dev, log=click.echo)
     spec, label = load_spec(**src)
     out = out or f"./bench/{label}_{dev.type}"
     check_writable(Path(out).with_suffix(".json"), "--out")
     doc = run_bench(spec, names, batch_list, size_list, load_photos(image_source), str(dev), warmup,
-                    repeats, threads, budget_s, log=click.echo)
+                    repeats, threads, budget_s, log=click.echo, quality=quality)
     doc["config"]["command"] = _command_line(click.get_current_context())
     for path in write_results(doc, out):
         click.echo(f"wrote {path}")

@@ -1,6 +1,7 @@
 """gantk bench: every backend measured or listed with a reason; parity graded; results written."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,3 +130,29 @@ def test_gpu_peaks_from_data_sheets():
     assert len({rows[n][1]["fp16"] for n in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL")}) == 3
     assert rows["NVIDIA L4"] != rows["NVIDIA L40S"]  # "L4" is not read as "L40S"
     assert bench.gpu_peaks("NVIDIA GeForce RTX 4090") is None
+
+
+def test_bench_records_lpips_and_fid_change_against_eager(photos):
+    """Given (random) LPIPS weights and reference features, every row records the LPIPS of its output against
+    eager's (0 for eager itself) and each backend its FID change (exactly 0 for eager, whose outputs are the
+    reference outputs; tiny for ONNX Runtime's fp32 graph); the markdown shows both. A 2x2 average pool stands
+    in for Inception (the same Fréchet distance on 12-d features) to keep the test fast."""
+    from gantk.export.parity import Comparator, Quality
+    from gantk.metrics import fid_from_features
+    from gantk.nn.lpips import load_lpips
+    features = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)  # noqa: E731
+    refs = features(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1).double().numpy()
+    quality = Quality(load_lpips("alex", "random", "random"), features, refs, record={"fid": {"reference": "noise"}})
+    spec = small_spec()
+    doc = bench.run_bench(spec, ["eager", "ort-cpu"], [1, 2], [32], photos, "cpu", warmup=0, repeats=1,
+                          log=lambda s: None, quality=quality)
+    lp = {(r["backend"], r["batch"]): r["lpips"] for r in doc["results"]}
+    assert lp[("eager", 1)] == lp[("eager", 2)] == 0 and all(0 <= v < 1e-8 for v in lp.values())
+    fid = doc["quality"]["fid_change"]
+    assert fid["eager"]["change"] == 0 and fid["eager"]["images"] == 3 and fid["eager"]["reference_images"] == 4
+    compare = Comparator(spec, photos)  # eager's outputs of both batches, pooled
+    eager = torch.from_numpy(np.concatenate([compare.reference(1, 32), compare.reference(2, 32)]))
+    assert fid["eager"]["eager"] == pytest.approx(fid_from_features(features(eager).double().numpy(), refs), rel=1e-9)
+    assert fid["ort-cpu"]["eager"] == fid["eager"]["eager"] and abs(fid["ort-cpu"]["change"]) < 1e-4 * fid["eager"]["eager"]
+    md = bench.markdown(doc)
+    assert "| PSNR dB | LPIPS | parity |" in md and "- FID change of ort-cpu: " in md
