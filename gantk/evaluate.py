@@ -250,7 +250,8 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
              fid_backend: str = "auto", cache_dir: str | None = None, no_cache: bool = False,
              log: Callable[[str], None] = print) -> tuple[dict, Path]:
     """Check everything, score, write the JSON record (`out`, default <results>/eval.json); (record, path)."""
-    from gantk.nn.inception import feature_extractor, load_fid_inception, resolve_backend, resolve_inception_weights
+    from gantk.nn.inception import (feature_extractor, load_fid_inception, openvino_ir_path, resolve_backend,
+                                    resolve_inception_weights)
     from gantk.runtime import resolve_device
     out = check_writable(out or Path(results) / "eval.json", "--out")
     for option, value, low in (("--batch-size", batch_size, 1), ("--kid-subsets", kid_subsets, 1),
@@ -306,7 +307,7 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
             log(f"note: FID from fewer than 2048 images per set ({len(res_files)}, {len(ref_files)}) is biased "
                 f"upwards; compare only numbers with the same image counts")
         net = load_fid_inception(weights, dev)
-        ir = cache / "openvino" / f"fid_inception-{digest[:16]}.xml" if cache and backend == "openvino" else None
+        ir = openvino_ir_path(cache, digest) if cache and backend == "openvino" else None
         doc.update(evaluate_unpaired(res_files, ref_files, feature_extractor(net, backend, ir), dev, batch_size,
                                      kid_subsets, size, seed, fid_resize, (Path(results), Path(reference)),
                                      key_protocol, cache, log))

@@ -45,8 +45,10 @@ PROTOCOL = {
                                  "the network (bilinear, align_corners=False, no antialiasing), Inception-v3 pool3 "
                                  "(2048-d)",
     "fid": "||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), sample covariance (N - 1), float64; "
-           "Tr sqrtm(S1 S2) = sum of sqrt(eigenvalues of sqrt(S1) S2 sqrt(S1)) by symmetric eigendecompositions "
-           "(exact, also for singular covariances; pytorch-fid's scipy sqrtm route agrees to 1e-6 relative)",
+           "Tr sqrtm(S1 S2) = sum of sqrt(eigenvalues of sqrt(S1) S2 sqrt(S1)) by symmetric eigendecompositions, "
+           "or with fewer images than dimensions the sum of singular values of A B^T / sqrt((n1 - 1)(n2 - 1)) "
+           "(A, B the centred features); both exact, also for singular covariances (pytorch-fid's scipy sqrtm "
+           "route agrees to 1e-6 relative)",
     "kid": "unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 over random subsets (without replacement) of both "
            "sets; mean and std over the subsets",
     "lpips": "LPIPS v0.1 (Zhang et al. 2018): 8-bit RGB -> [-1, 1] at full resolution (no resizing); per "
@@ -176,25 +178,42 @@ def polynomial_mmd2(f1: np.ndarray, f2: np.ndarray, degree: int = 3, gamma: floa
                     coef0: float = 1) -> float:
     """Unbiased MMD^2 of two feature sets with k(x, y) = (gamma x.y + coef0)^degree, gamma 1/D by default:
     mean of k over distinct pairs within each set, minus twice the mean over all cross pairs."""
-    gamma = 1.0 / f1.shape[1] if gamma is None else gamma
-    k = lambda x, y: (x @ y.T * gamma + coef0) ** degree  # noqa: E731
-    k11, k22, k12 = k(f1, f1), k(f2, f2), k(f1, f2)
-    m, n = len(f1), len(f2)
+    k = _polynomial_kernel(f1.shape[1], degree, gamma, coef0)
+    return _mmd2(k(f1, f1), k(f2, f2), k(f1, f2))
+
+
+def _polynomial_kernel(dim: int, degree: int, gamma: float | None, coef0: float):
+    gamma = 1.0 / dim if gamma is None else gamma
+    return lambda x, y: (x @ y.T * gamma + coef0) ** degree
+
+
+def _mmd2(k11: np.ndarray, k22: np.ndarray, k12: np.ndarray) -> float:
+    """Unbiased MMD^2 from the kernel matrices within and across two sets."""
+    m, n = len(k11), len(k22)
     within = lambda kk, s: (kk.sum() - np.trace(kk)) / (s * (s - 1))  # noqa: E731
     return float(within(k11, m) + within(k22, n) - 2 * k12.mean())
+
+
+KID_FULL_KERNELS = 5000  # sets up to this size: kernel matrices computed once, subsets index into them
 
 
 def kid(feats1, feats2, subsets: int = 100, subset_size: int = 1000, degree: int = 3, gamma: float | None = None,
         coef0: float = 1, seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance: (mean, std) of `polynomial_mmd2` over `subsets` random subsets of
     `subset_size` features drawn without replacement from each set (numpy RandomState(seed), as torch-fidelity).
-    A `subset_size` above the smaller set's size is lowered to it (`kid_subset_size` gives the value used)."""
+    A `subset_size` above the smaller set's size is lowered to it (`kid_subset_size` gives the value used).
+    Sets of up to KID_FULL_KERNELS features have their kernels computed once (the same values, far faster)."""
     f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
     size = kid_subset_size(len(f1), len(f2), subset_size)
     rng = np.random.RandomState(seed)
-    mmds = [polynomial_mmd2(f1[rng.choice(len(f1), size, replace=False)],
-                            f2[rng.choice(len(f2), size, replace=False)], degree, gamma, coef0)
-            for _ in range(subsets)]
+    draws = [(rng.choice(len(f1), size, replace=False), rng.choice(len(f2), size, replace=False))
+             for _ in range(subsets)]
+    if max(len(f1), len(f2)) <= KID_FULL_KERNELS:
+        k = _polynomial_kernel(f1.shape[1], degree, gamma, coef0)
+        k11, k22, k12 = k(f1, f1), k(f2, f2), k(f1, f2)
+        mmds = [_mmd2(k11[np.ix_(i, i)], k22[np.ix_(j, j)], k12[np.ix_(i, j)]) for i, j in draws]
+    else:
+        mmds = [polynomial_mmd2(f1[i], f2[j], degree, gamma, coef0) for i, j in draws]
     return float(np.mean(mmds)), float(np.std(mmds))
 
 
@@ -244,8 +263,18 @@ def extract_features(extractor: FeatureExtractor, images: Iterable[torch.Tensor]
 
 
 def fid_from_features(feats1, feats2) -> float:
-    """FID of two (N, D) feature sets."""
-    return frechet_distance(*feature_statistics(feats1), *feature_statistics(feats2))
+    """FID of two (N, D) feature sets. With fewer features than dimensions in a set (e.g. 1000 images, 2048-d)
+    the exact low-rank route: with A, B the centred features, S1 S2 = A^T (A B^T) B / ((n1 - 1)(n2 - 1)), so
+    Tr sqrtm(S1 S2) is the sum of the singular values of A B^T (n1 x n2) over sqrt((n1 - 1)(n2 - 1)); else
+    `frechet_distance` of the statistics."""
+    f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    if min(len(f1), len(f2)) < 2 or f1.ndim != 2 or min(len(f1), len(f2)) >= f1.shape[1]:
+        return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    a, b = f1 - mu1, f2 - mu2
+    n1, n2 = len(a) - 1, len(b) - 1
+    tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt(n1 * n2)
+    return float((mu1 - mu2) @ (mu1 - mu2) + np.sum(a * a) / n1 + np.sum(b * b) / n2 - 2 * tr_covmean)
 
 
 def as_batch(x) -> torch.Tensor:

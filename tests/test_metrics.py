@@ -97,6 +97,20 @@ def test_frechet_of_singular_covariances_is_finite_and_close():
     assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(fid_by_eigh(mu1, s1, mu2, s2), rel=1e-6)
 
 
+def test_fid_from_few_features_takes_the_low_rank_route_exactly():
+    """Fewer features than dimensions (singular covariances): the singular values of the cross product give the
+    same FID as the symmetric route on the statistics, and as scipy's sqrtm route."""
+    f1, f2 = RNG.normal(size=(20, 48)), RNG.normal(size=(13, 48)) * 1.5 + 0.3
+    stats = (*metrics.feature_statistics(f1), *metrics.feature_statistics(f2))
+    got = metrics.fid_from_features(f1, f2)
+    assert got == pytest.approx(metrics.frechet_distance(*stats), rel=1e-7)  # (eigh: sqrt of rounding-size eigenvalues)
+    assert got == pytest.approx(fid_by_eigh(*stats), rel=1e-7)
+    assert got == pytest.approx(metrics.frechet_distance(*stats, method="sqrtm"), rel=1e-4)
+    many = RNG.normal(size=(60, 8)), RNG.normal(size=(50, 8))  # more features than dimensions: the statistics
+    assert metrics.fid_from_features(*many) == pytest.approx(fid_by_eigh(
+        *metrics.feature_statistics(many[0]), *metrics.feature_statistics(many[1])), rel=1e-9)
+
+
 def test_feature_statistics_are_mean_and_sample_covariance():
     f = RNG.normal(size=(50, 4))
     mu, s = metrics.feature_statistics(f)
@@ -132,7 +146,9 @@ def test_polynomial_mmd2_is_the_unbiased_estimator():
     assert got == pytest.approx(mmd2_by_loops(x, y, 3), rel=1e-12)
 
 
-def test_kid_averages_subsets_drawn_as_torch_fidelity():
+@pytest.mark.parametrize("full_kernels", [metrics.KID_FULL_KERNELS, 0])  # kernels computed once | per subset
+def test_kid_averages_subsets_drawn_as_torch_fidelity(full_kernels, monkeypatch):
+    monkeypatch.setattr(metrics, "KID_FULL_KERNELS", full_kernels)
     f1, f2 = RNG.normal(size=(7, 3)), RNG.normal(size=(6, 3)) + 0.3
     rng = np.random.RandomState(5)
     want = []

@@ -210,6 +210,11 @@ def _openvino():
         return None
 
 
+def openvino_ir_path(cache: str | Path, weights_sha256: str) -> Path:
+    """Where the OpenVINO conversion of the network with these weights is kept in a cache folder."""
+    return Path(cache) / "openvino" / f"fid_inception-{weights_sha256[:16]}-ov{_openvino().__version__.split('-')[0]}.xml"
+
+
 def feature_extractor(net: FIDInceptionV3, backend: str = "torch", ir_path: str | Path | None = None
                       ) -> Callable[[torch.Tensor], torch.Tensor]:
     """NCHW images in [-1, 1] -> (N, 2048) features through `backend` (`resolve_backend`'s answer): torch runs
