@@ -13,6 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import tiny_args
 from gantk.cli import main
 from gantk.data import make_dataset
+from gantk.evaluate import run_eval
+from gantk.io import save_image
 from gantk.models import load, prepare_for_inference
 from gantk.models.loading import load_encoder
 from gantk.models.cyclegan import CycleGANConfig
@@ -64,7 +66,8 @@ def test_pix2pix_scores_equal_a_recomputation_with_the_best_net(sample_data, tmp
     state = json.loads((folder / "best_state.json").read_text())
     assert (state["epoch"], state["metric"], state["value"]) == (best["epoch"], "psnr", best["psnr"])
     assert_same_weights(nets(folder, "best", ["G", "D"]), nets(folder, best["epoch"], ["G", "D"]))
-    assert "eval_curve.png" in (folder / "web" / "index.html").read_text() and (folder / "web" / "eval_curve.png").is_file()
+    assert (folder / "web" / "eval_curve.png").is_file()
+    assert "eval_curve.png" in (folder / "web" / "index.html").read_text()
 
     G = prepare_for_inference(load("p", tmp_path, "best").net, eval_mode=False)
     assert best["inference"] == G.inference == {"eval": False, "bn_mode": "batch", "dropout": True}
@@ -120,20 +123,24 @@ def test_best_nets_stay_those_of_the_best_epoch_also_across_a_resume(sample_data
     assert json.loads((folder / "best_net_G_A.json").read_text())["step"] == 8
 
 
-def test_tensorboard_log_holds_losses_rates_scores_and_samples(sample_data, tmp_path):
+def test_tensorboard_log_holds_losses_rates_scores_and_samples(sample_data, tmp_path, monkeypatch):
     """The event log read back with TensorBoard's EventAccumulator equals losses.jsonl and eval.jsonl; the
-    CycleGAN cycle_mae equals numpy on the final networks' cycles."""
+    CycleGAN cycle_mae equals numpy on the final networks' cycles, KID and FID `gantk eval` on their saved
+    translations (a random-weight Inception: the test switch)."""
+    monkeypatch.setenv("GANTK_INCEPTION", "random")
     assert main(tiny_args(sample_data["unaligned"], tmp_path, tensorboard=True, eval_freq=3, eval_num=2)) == 0
     folder = tmp_path / "t"
     acc = EventAccumulator(str(folder / "tensorboard"), size_guidance={"images": 0, "scalars": 0})  # 0: keep all
     acc.Reload()
     losses = [json.loads(line) for line in (folder / "losses.jsonl").read_text().splitlines()]
-    assert {"loss/G_A", "loss/cycle_B", "lr/G", "lr/D", "eval/cycle_mae"} <= set(acc.Tags()["scalars"])
-    assert [(e.step, e.value) for e in acc.Scalars("loss/G_A")] == [(r["iters"], pytest.approx(r["G_A"])) for r in losses]
+    assert {"loss/G_A", "loss/cycle_B", "lr/G", "lr/D", "eval/cycle_mae", "eval/kid"} <= set(acc.Tags()["scalars"])
+    expected = [(r["iters"], pytest.approx(r["G_A"])) for r in losses]
+    assert [(e.step, e.value) for e in acc.Scalars("loss/G_A")] == expected
     assert [e.value for e in acc.Scalars("lr/G")] == [pytest.approx(r["lr"]) for r in losses]
     assert acc.Tags()["images"] == ["samples"]
     assert [e.step for e in acc.Images("samples")] == [2, 4, 6, 8, 10, 12]  # --display_freq 2, as web/images
     (row,) = eval_rows(folder)
+    assert row["metric"] == "kid"  # auto, given Inception weights
     assert [(e.step, e.value) for e in acc.Scalars("eval/cycle_mae")] == [(12, pytest.approx(row["cycle_mae"]))]
 
     G_A, G_B = (load("t", tmp_path, "latest", which=w).net for w in ("G_A", "G_B"))
@@ -143,6 +150,15 @@ def test_tensorboard_log_holds_losses_rates_scores_and_samples(sample_data, tmp_
         cycle = [np.abs(hwc_255(g(f(data[i][k][None]))) - hwc_255(data[i][k][None])).mean()
                  for i in range(2) for k, f, g in (("A", G_A, G_B), ("B", G_B, G_A))]
     assert row["cycle_mae"] == pytest.approx(np.mean(cycle), rel=1e-6)
+
+    with torch.no_grad():
+        for i in range(2):
+            save_image(G_A(data[i]["A"][None]), tmp_path / "fake" / f"{i}.png")
+            save_image(data[i]["B"], tmp_path / "real" / f"{i}.png")
+    record, _ = run_eval(tmp_path / "fake", tmp_path / "real", inception_weights="random", device="cpu", no_cache=True,
+                         fid_backend="torch", log=lambda line: None)
+    assert row["kid"] == pytest.approx(record["kid"]["mean"], rel=1e-5)
+    assert row["fid"] == pytest.approx(record["fid"], rel=1e-5)
 
 
 def fail(capsys, args, message, folder):
@@ -167,7 +183,8 @@ def test_no_held_out_split_or_no_tensorboard_is_one_line(sample_data, tmp_path, 
     root = tmp_path / "data"
     for split in ("trainA", "trainB"):
         shutil.copytree(sample_data["unaligned"] / split, root / split)
-    fail(capsys, tiny_args(root, tmp_path, eval_freq=1), "has no held-out split; expected testA/ and testB/", tmp_path / "t")
+    fail(capsys, tiny_args(root, tmp_path, eval_freq=1), "has no held-out split; expected testA/ and testB/",
+         tmp_path / "t")
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     fail(capsys, tiny_args(sample_data["unaligned"], tmp_path, tensorboard=True),

@@ -3,7 +3,8 @@
 Paired families (pix2pix, BicycleGAN with z = E(B) as its test script's encoded sample): PSNR, SSIM, MAE of
 the output against the ground truth. CycleGAN has no ground truth: `cycle_mae` (MAE of A -> B -> A and
 B -> A -> B against the input, a proxy for how well the mapping keeps content, not for realism), plus KID
-(and FID when it is the chosen metric) of G(A) against the real B images given Inception weights.
+and FID of G(A) against the real B images given Inception weights, with
+`gantk eval`'s default protocol (8-bit images, clean-fid resize).
 Generators run on copies in their test-time mode (`prepare_for_inference`, as `gantk translate` does),
 under a forked RNG seeded with --seed, so evaluating never changes training."""
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from gantk.config import EVAL_DIRECTIONS, TrainConfig
 from gantk.data import make_dataset
 from gantk.errors import GantkError
-from gantk.metrics import extract_features, fid_from_features, kid, mae, psnr, ssim
+from gantk.io import tensor_to_image
+from gantk.metrics import extract_features, fid_from_features, fid_input, kid, mae, psnr, ssim
 from gantk.models import prepare_for_inference
 from gantk.models.bicyclegan import encode
 from gantk.nn.inception import WEIGHTS_ENV, load_fid_inception, resolve_inception_weights
@@ -159,22 +161,25 @@ def score_paired(ev: Evaluator, model) -> tuple[dict, dict]:
     return {m: float(np.mean(v)) for m, v in values.items()}, G.inference
 
 
+def fid_image(t: torch.Tensor) -> torch.Tensor:
+    """An image in [-1, 1] as `gantk eval` reads it once saved: 8-bit RGB, clean-fid's resize to 299 px."""
+    return fid_input(np.asarray(tensor_to_image(t).convert("RGB")))
+
+
 def score_cyclegan(ev: Evaluator, model) -> tuple[dict, dict]:
-    """cycle_mae over both cycles; with Inception weights KID (and FID if chosen) of G_A(A) against real B."""
+    """cycle_mae over both cycles; with Inception weights KID and FID of G_A(A) against the real B images."""
     G_A, G_B = inference_copy(model.nets["G_A"]), inference_copy(model.nets["G_B"])
     cycle, fakes, reals = [], [], []
     for a, b in ev.pairs(model.device):
         fake_b = G_A(a)
         cycle += [mae(G_B(fake_b), a), mae(G_A(G_B(b)), b)]
-        fakes.append(fake_b[0])
-        reals.append(b[0])
+        fakes.append(fid_image(fake_b))
+        reals.append(fid_image(b))
     scores = {"cycle_mae": float(np.mean(cycle))}
     if has_inception(ev.cfg):
         net = ev.inception_net(model.device)
         f_fake, f_real = (extract_features(net, x, device=model.device) for x in (fakes, reals))
-        scores["kid"] = kid(f_fake, f_real)[0]
-        if ev.metric == "fid":
-            scores["fid"] = fid_from_features(f_fake, f_real)
+        scores["kid"], scores["fid"] = kid(f_fake, f_real)[0], fid_from_features(f_fake, f_real)
     return scores, G_A.inference
 
 
