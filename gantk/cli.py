@@ -108,6 +108,16 @@ generator_source = _with([
                       "or running statistics (its --eval)"),
 ])
 
+# LPIPS v0.1 (translate --metrics, export/bench: each output vs eager's); left out without its two weights files
+_LPIPS = [
+    click.option("--lpips-net", "lpips_net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
+                 help="LPIPS backbone"),
+    click.option("--lpips-weights", "lpips_weights", default=None, help="the published LPIPS v0.1 heads "
+                 "(lpips/weights/v0.1/<net>.pth; default: $GANTK_LPIPS; without them LPIPS is left out)"),
+    click.option("--lpips-backbone", "lpips_backbone", default=None,
+                 help="torchvision's alexnet-owt-7be5be79.pth or vgg16-397923af.pth (default: $GANTK_LPIPS_BACKBONE)"),
+]
+
 
 @cli.command()
 @generator_file
@@ -144,11 +154,19 @@ generator_source = _with([
               help="bicyclegan: generator non-linearity (default: from the experiment, else relu)")
 @click.option("--kernels", type=click.Choice(KERNELS), default="none", show_default=True, help=KERNELS_HELP)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--metrics", "score", is_flag=True, help="score each output against its target (A|B pairs, or "
+              "--reference): PSNR, SSIM, MAE (+ LPIPS) per image and mean, in translate.json and the page")
+@click.option("--reference", type=click.Path(file_okay=False), default=None,
+              help="target images matched to the inputs by name (x.png <-> x.jpg), shown and scored as _target")
+@_with(_LPIPS)
 def translate(**o):
     """Translate images with a trained or official generator; writes images, index.html, translate.json."""
-    from gantk.translate import run_translate
+    from gantk.translate import describe_scores, run_translate
     out = run_translate(**o)
     record = json.loads((out / "translate.json").read_text())
+    if "metrics" in record:
+        click.echo(f"mean over {len(record['metrics']['per_image'])} images vs their targets: "
+                   f"{describe_scores(record['metrics']['mean'])}")
     if "diversity" in record:
         click.echo(f"diversity (mean pairwise L1 of {record['n_samples']} random samples per input, [-1, 1] "
                    f"images): {record['diversity']['mean']:.4f}")
@@ -227,12 +245,7 @@ def _sizes(text: str, option: str = "--sizes") -> list[int]:
 
 # quality figures of export/bench beside max error and PSNR: LPIPS vs eager, FID change vs a reference set
 _QUALITY = _with([
-    click.option("--lpips-net", "lpips_net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
-                 help="LPIPS backbone"),
-    click.option("--lpips-weights", "lpips_weights", default=None, help="the published LPIPS v0.1 heads "
-                 "(lpips/weights/v0.1/<net>.pth; default: $GANTK_LPIPS); records LPIPS of each output vs eager's"),
-    click.option("--lpips-backbone", "lpips_backbone", default=None,
-                 help="torchvision's alexnet-owt-7be5be79.pth or vgg16-397923af.pth (default: $GANTK_LPIPS_BACKBONE)"),
+    *_LPIPS,
     click.option("--eval_images", type=click.Path(), default=None, help="reference images (e.g. the target "
                  "domain's test set): records FID(outputs, DIR) - FID(eager outputs, DIR) per artifact/backend"),
     click.option("--inception-weights", "inception_weights", default=None,

@@ -1,5 +1,7 @@
 """Inference: run a generator over images, whole or in overlapping tiles blended without seams;
-BicycleGAN: several outputs per input (encoded style and random z) with a diversity figure."""
+BicycleGAN: several outputs per input (encoded style and random z) with a diversity figure. With --metrics,
+each output that has a target (an A|B pair's other half, or a --reference image of the same name) is scored
+by PSNR/SSIM/MAE (+ LPIPS) on the written 8-bit files, as `gantk eval --paired` scores them."""
 from __future__ import annotations
 
 import contextlib
@@ -13,13 +15,15 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from gantk import metrics
 from gantk.errors import GantkError
-from gantk.io import check_writable, save_image
+from gantk.io import check_writable, load_image, save_image
 
 log = logging.getLogger("gantk.translate")
 
@@ -207,12 +211,34 @@ def output_stems(names: list[str]) -> dict[str, str]:
     return stems
 
 
+SCORES = (("psnr", "PSNR", ".2f", " dB"), ("ssim", "SSIM", ".4f", ""), ("mae", "MAE", ".3f", ""),
+          ("lpips", "LPIPS", ".4f", ""))
+
+
+def score_files(fake: Path, target: Path, lpips_net=None) -> dict[str, float]:
+    """PSNR (dB), SSIM, MAE (0..255) and, given `lpips_net`, LPIPS of two written images read back as 8-bit RGB."""
+    x, y = (np.asarray(load_image(p, "RGB")) for p in (fake, target))
+    out = {"psnr": metrics.psnr(x, y), "ssim": metrics.ssim(x, y), "mae": metrics.mae(x, y)}
+    return {**out, "lpips": metrics.lpips(lpips_net, x, y)} if lpips_net is not None else out
+
+
+def describe_scores(scores: dict[str, float]) -> str:
+    """`PSNR 23.10 dB, SSIM 0.8123, MAE 7.123` (+ LPIPS)."""
+    return ", ".join(f"{label} {scores[k]:{fmt}}{unit}" for k, label, fmt, unit in SCORES if k in scores)
+
+
+def mean_scores(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([s[k] for s in per_image.values()])) for k in next(iter(per_image.values()), {})}
+
+
 @torch.no_grad()
 def translate_images(net: nn.Module, items, out_dir: str | Path, title: str, tile: int | None = None,
                      overlap: int = 32, multiple: int = 4, device="cpu", stats_size: int = 1024,
-                     stems: dict[str, str] | None = None) -> list[Path]:
+                     stems: dict[str, str] | None = None, scores: dict | None = None, lpips_net=None) -> list[Path]:
     """Translate (name, CHW input, CHW target or None) items, tensors in [-1, 1]; writes
-    images/<stem>_real.png, _fake.png (and _target.png for pairs), stems from `output_stem`, and index.html."""
+    images/<stem>_real.png, _fake.png (and _target.png for pairs), stems from `output_stem`, and index.html.
+    Given a `scores` dict, it is filled with {name: `score_files` of _fake vs _target} for every pair, shown per
+    row and as the mean in the title."""
     out_dir = Path(out_dir)
     hint = f"use a smaller --tile than {tile}" if tile else "translate in tiles, e.g. --tile 512"
     rows, written = [], []
@@ -223,7 +249,13 @@ def translate_images(net: nn.Module, items, out_dir: str | Path, title: str, til
         cells = [("real", x), ("fake", y)] + ([("target", target)] if target is not None else [])
         paths = [save_image(t, out_dir / "images" / f"{output_stem(name, stems)}_{label}.png") for label, t in cells]
         written.append(paths[1])
-        rows.append((name, [(label, p.relative_to(out_dir).as_posix()) for (label, _), p in zip(cells, paths)]))
+        row_name = name
+        if scores is not None and target is not None:
+            scores[name] = score_files(paths[1], paths[2], lpips_net)
+            row_name = f"{name} ({describe_scores(scores[name])})"
+        rows.append((row_name, [(label, p.relative_to(out_dir).as_posix()) for (label, _), p in zip(cells, paths)]))
+    if scores:
+        title = f"{title}; mean {describe_scores(mean_scores(scores))}"
     write_html(out_dir, title, rows)
     return written
 
@@ -265,12 +297,53 @@ def load_input(path: Path, aligned: bool, direction: str):
     return (A, B) if direction == "AtoB" else (B, A)
 
 
+def reference_files(names: list[str], files: list[Path], aligned: bool, reference: str | Path) -> dict[str, Path]:
+    """{input name: its --reference image}, matched by relative path without suffix (a/x.png <-> a/x.jpg), each the
+    size of its input; a one-line GantkError for pairs, missing references or other sizes, before any work."""
+    from gantk.io import list_images
+    root = Path(reference)
+    if aligned:
+        raise GantkError(f"--reference {reference}: the inputs are A|B pairs, which hold their targets already")
+    if not root.is_dir():
+        raise GantkError(f"--reference {reference}: no such folder")
+    refs: dict[str, Path] = {}
+    for f in list_images(root):
+        key = f.relative_to(root).with_suffix("").as_posix()
+        if key in refs:
+            raise GantkError(f"--reference {reference}: {refs[key].name} and {f.name} would both match {key}")
+        refs[key] = f
+    missing = [n for n in names if output_stem(n) not in refs]
+    if missing:
+        raise GantkError(f"--reference {reference}: no image named like {len(missing)} of the {len(names)} inputs "
+                         f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    matched = {n: refs[output_stem(n)] for n in names}
+    for (n, ref), f in zip(matched.items(), files):
+        if image_size(ref) != image_size(f):
+            raise GantkError(f"--reference {ref}: {'x'.join(map(str, image_size(ref)))} px, but its input {f} is "
+                             f"{'x'.join(map(str, image_size(f)))} px (a target must match its input's size)")
+    return matched
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception:
+        load_image(path)  # raises the one-line error for an unreadable image
+        raise
+
+
 def read_items(files: dict[str, Path], aligned: bool, direction: str, prep: dict, arch: dict, multiple: int,
-               tiled: bool = False):
-    """(name, input CHW, paired target CHW or None) per {name: file}, in [-1, 1] and sized for a net of `arch`."""
+               tiled: bool = False, references: dict[str, Path] | None = None):
+    """(name, input CHW, paired target CHW or None) per {name: file}, in [-1, 1] and sized for a net of `arch`;
+    targets are the other half of A|B pairs, or `references[name]`."""
     from gantk.data.transforms import transform
     for name, f in progress(files.items(), "translate", "image", len(files)):
         a, b = load_input(f, aligned, direction)
+        if references:
+            b = load_image(references[name])
         x = transform(a, **prep, params=None, grayscale=arch["input_nc"] == 1, base=multiple)
         if not tiled and (x.shape[1] % multiple or x.shape[2] % multiple):
             raise GantkError(f"{f}: size {x.shape[2]}x{x.shape[1]} is not a multiple of {multiple} for this U-Net")
@@ -309,8 +382,10 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
                   weights=None, dataroot=None, phase="test", input_path=None, output=None, preprocess="none",
                   load_size=256, crop_size=256, num_test=50, tile=0, tile_overlap=32, tile_stats_size=1024,
                   device="auto", model=None, eval_mode=None, seed=0, aligned=False, n_samples=5, sync=False,
-                  encoder=None, kernels="none", **arch) -> Path:
+                  encoder=None, kernels="none", score=False, reference=None, lpips_net="alex", lpips_weights=None,
+                  lpips_backbone=None, **arch) -> Path:
     """The `gantk translate` command: returns the output folder (images/, index.html, translate.json).
+    `score` (--metrics) scores each output against its target (A|B pairs, or `reference` images by name).
 
     eval_mode None follows the reference test scripts: networks with BatchNorm (pix2pix) run without
     eval() (batch statistics, dropout on), others in eval mode; BicycleGAN always in eval mode. Outputs are
@@ -332,6 +407,9 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     cut = f" of {len(files)}" if count < len(files) else ""
     log.info("translating %d%s images%s", count, cut, f" (--num_test {num_test})" if cut else "")
     files, dev = dict(zip(names[:count], files[:count])), resolve_device(device)
+    references = reference_files(list(files), list(files.values()), aligned, reference) if reference else None
+    lpips_model, protocol = scoring(score, aligned or bool(references), lpips_net, lpips_weights, lpips_backbone,
+                                    [image_size(f) for f in files.values()] if score else [], aligned, dev)
     loaded = load(name, checkpoints_dir, epoch, direction, which, weights, model, **arch)
     net, path, family = loaded.net.to(dev), loaded.path, loaded.family
     if family.inference == "none":
@@ -339,6 +417,9 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     prep = dict(preprocess=preprocess, load_size=load_size, crop_size=crop_size)
     multiple = size_multiple(net.arch["netG"]) if "netG" in net.arch else 4
     if family.inference == "sample":
+        if score:
+            raise GantkError(f"--metrics scores one output per input; score {family.name}'s samples with "
+                             "gantk eval --diversity")
         if tile:
             raise GantkError(f"--tile is not supported for --model {family.name}")
         prepare_for_inference(apply_kernels(net, kernels), True)  # the BicycleGAN test script always calls eval()
@@ -361,10 +442,40 @@ def run_translate(name=None, checkpoints_dir="./checkpoints", epoch="latest", di
     apply_kernels(net, kernels)
     mode = "BatchNorm batch statistics" if net.inference["bn_mode"] == "batch" else "eval mode"
     title = f"{path.name}: {len(files)} images ({mode}{', dropout on' if net.inference['dropout'] else ''})"
-    translate_images(net, read_items(files, aligned, direction, prep, net.arch, multiple, bool(tile)), out, title,
-                     tile or None, tile_overlap, multiple, dev, tile_stats_size, stems)
-    write_record(out, model=family.name, weights=str(path), images=len(files), seed=seed, **net.inference)
+    scores = {} if score else None
+    translate_images(net, read_items(files, aligned, direction, prep, net.arch, multiple, bool(tile), references),
+                     out, title, tile or None, tile_overlap, multiple, dev, tile_stats_size, stems, scores, lpips_model)
+    targets = {"targets": "A|B pairs" if aligned else os.path.abspath(reference)} if score else {}
+    write_record(out, model=family.name, weights=str(path), images=len(files), seed=seed, **net.inference,
+                 **({"metrics": {**targets, "protocol": protocol, "mean": mean_scores(scores), "per_image": scores}}
+                    if score else {}))
     return out
+
+
+def scoring(score: bool, has_targets: bool, lpips_net: str, lpips_weights, lpips_backbone, sizes, aligned: bool,
+            device) -> tuple[nn.Module | None, dict]:
+    """(LPIPS network or None, metrics protocol) for --metrics; one-line errors before any work when there is
+    nothing to score against, LPIPS options come without --metrics, or images are too small for LPIPS."""
+    from gantk.nn.lpips import NETS, load_lpips, lpips_requested, resolve_lpips_weights
+    if not score:
+        if lpips_weights or lpips_backbone:
+            raise GantkError("--lpips-weights/--lpips-backbone apply to --metrics")
+        return None, {}
+    if not has_targets:
+        raise GantkError("--metrics needs targets: A|B pairs (--dataroot with <phase>/, or --aligned) or "
+                         "--reference DIR (images named like the inputs)")
+    protocol = {k: metrics.PROTOCOL[k] for k in ("paired_scale", "psnr", "ssim", "mae")}
+    if not lpips_requested(lpips_weights, lpips_backbone):
+        log.info("LPIPS left out of --metrics: give --lpips-weights and --lpips-backbone to include it")
+        return None, protocol
+    heads, backbone = resolve_lpips_weights(lpips_weights, lpips_backbone, lpips_net)
+    small = [(w // 2 if aligned else w, h) for w, h in sizes if min(w // 2 if aligned else w, h) < NETS[lpips_net].min_size]
+    if small:
+        raise GantkError(f"--lpips-net {lpips_net} needs images of at least {NETS[lpips_net].min_size} px a side, "
+                         f"got {small[0][0]}x{small[0][1]}")
+    protocol.update(lpips=metrics.PROTOCOL["lpips"], lpips_net=lpips_net, lpips_version="0.1",
+                    lpips_weights=heads, lpips_backbone=backbone)
+    return load_lpips(lpips_net, heads, backbone, device), protocol
 
 
 DIVERSITY_METRIC = "mean pairwise L1 distance between the random samples of one input, images in [-1, 1]"

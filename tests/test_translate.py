@@ -1,4 +1,8 @@
 """Given a trained or reference generator, `gantk translate` writes translated images and a page."""
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -170,3 +174,78 @@ def test_out_of_memory_suggests_tiles(tmp_path):
     items = [("big.png", torch.zeros(3, 8, 8), None)]
     with pytest.raises(GantkError, match=r"^big.png: out of memory; translate in tiles, e.g. --tile 512$"):
         translate_images(Hungry(), items, tmp_path, "t")
+
+
+def _rgb(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_metrics_score_aligned_pairs_like_scikit_image_on_the_written_files(trained, sample_data, tmp_path, capsys):
+    """--metrics on A|B pairs: each row of translate.json (and the page) holds PSNR/SSIM/MAE/LPIPS of the written
+    _fake against the written _target, as scikit-image (PSNR, SSIM), numpy (MAE) and LPIPS compute them from the
+    files, and the means."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from gantk.metrics import lpips
+    from gantk.nn.lpips import load_lpips
+    out = tmp_path / "out"
+    assert main(["translate", "--name", "tr", "--checkpoints_dir", str(trained), "--dataroot",
+                 str(sample_data["aligned"]), "--output", str(out), "--num_test", "3", "--metrics",
+                 "--lpips-weights", "random", "--lpips-backbone", "random"]) == 0
+    record = json.loads((out / "translate.json").read_text())["metrics"]
+    net = load_lpips("alex", "random", "random")
+    assert record["targets"] == "A|B pairs" and len(record["per_image"]) == 3
+    for name, s in record["per_image"].items():
+        fake, target = (_rgb(out / "images" / f"{Path(name).stem}_{k}.png") for k in ("fake", "target"))
+        assert s["psnr"] == pytest.approx(peak_signal_noise_ratio(target, fake, data_range=255), rel=1e-9)
+        assert s["ssim"] == pytest.approx(structural_similarity(target, fake, gaussian_weights=True, sigma=1.5,
+                                          use_sample_covariance=False, data_range=255, channel_axis=-1), rel=1e-6)
+        assert s["mae"] == pytest.approx(np.abs(fake.astype(float) - target).mean(), rel=1e-9)
+        assert s["lpips"] == pytest.approx(lpips(net, fake, target), rel=1e-6)
+    assert record["mean"]["psnr"] == pytest.approx(np.mean([s["psnr"] for s in record["per_image"].values()]))
+    assert record["protocol"]["lpips_net"] == "alex"
+    page = (out / "index.html").read_text()
+    assert f"mean PSNR {record['mean']['psnr']:.2f} dB" in page and page.count("SSIM ") == 2 + 3  # <title> and <h1>, one per row
+    assert f"vs their targets: PSNR {record['mean']['psnr']:.2f} dB" in capsys.readouterr().out
+
+
+def test_metrics_against_a_reference_folder_matched_by_name(trained, sample_data, tmp_path):
+    """--reference DIR: x.png's target is DIR/x.jpg (any suffix), written beside it as _target and scored."""
+    from skimage.metrics import peak_signal_noise_ratio
+    from gantk.data.sample import vintage
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    ref.mkdir()
+    for f in sorted((sample_data["unaligned"] / "testA").glob("*.png"))[:4]:
+        Image.fromarray(vintage(_rgb(f))).save(ref / f"{f.stem}.bmp")
+    assert main(["translate", "--name", "tr", "--checkpoints_dir", str(trained), "--input",
+                 str(sample_data["unaligned"] / "testA"), "--num_test", "4", "--output", str(out), "--metrics",
+                 "--reference", str(ref)]) == 0
+    record = json.loads((out / "translate.json").read_text())["metrics"]
+    assert record["targets"] == str(ref) and "lpips" not in record["mean"] and len(record["per_image"]) == 4
+    for name, s in record["per_image"].items():
+        target = _rgb(out / "images" / f"{Path(name).stem}_target.png")
+        assert np.array_equal(target, _rgb(ref / f"{Path(name).stem}.bmp"))
+        fake = _rgb(out / "images" / f"{Path(name).stem}_fake.png")
+        assert s["psnr"] == pytest.approx(peak_signal_noise_ratio(target, fake, data_range=255), rel=1e-9)
+
+
+def test_metrics_without_targets_fail_in_one_line_before_any_work(trained, sample_data, tmp_path, capsys):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    Image.new("RGB", (32, 32)).save(ref / "000.png")
+    Image.new("RGB", (40, 32)).save(ref / "001.png")
+    base = ["translate", "--name", "tr", "--checkpoints_dir", str(trained), "--output", str(tmp_path / "out")]
+    testA = ["--input", str(sample_data["unaligned"] / "testA")]
+    for args, needle in [(testA + ["--metrics"], "--metrics needs targets"),
+                         (testA + ["--reference", str(ref)], "no image named like 6 of the 8 inputs"),
+                         (testA + ["--num_test", "2", "--reference", str(ref)], "001.png: 40x32 px, but its input"),
+                         (["--dataroot", str(sample_data["aligned"]), "--reference", str(ref)], "A|B pairs"),
+                         (testA + ["--lpips-weights", "random"], "apply to --metrics"),
+                         (["--dataroot", str(sample_data["aligned"]), "--metrics", "--lpips-weights", "random",
+                           "--lpips-backbone", "random", "--preprocess", "none", "--lpips-net", "vgg"], None)]:
+        code = main(base + args)
+        if needle is None:  # 32 px pairs are large enough for vgg (16 px)
+            assert code == 0
+            continue
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and needle in err and "\n" not in err, err
+        assert not (tmp_path / "out").exists()
