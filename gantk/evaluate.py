@@ -218,6 +218,7 @@ def folder_features(files: list[Path], root: Path, extractor: metrics.FeatureExt
         except (OSError, ValueError):
             pass
         log(f"note: unreadable cache file {path}; computing the features again")
+    log(f"features of {root}: {len(files)} images through the Inception ({resize} resize)")
     images = (metrics.fid_input(_rgb(f), resize) for f in files)
     feats = metrics.extract_features(extractor, images, batch_size, device).astype(np.float32)
     if path is not None:
