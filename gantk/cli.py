@@ -428,6 +428,8 @@ def serve_cmd(export_dir, artifact, model_name, host, http_port, grpc_port, metr
               help="lowered to the smaller set's image count")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the KID subsets")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--baseline", is_flag=True, help="--paired on translate's folder: also score each input (<stem>_real) "
+              "against its target, the identity baseline a translation should beat")
 def eval_cmd(**o):
     """Score translated images: PSNR/SSIM/MAE/LPIPS against paired references, FID/KID against a reference set,
     or the LPIPS diversity of BicycleGAN samples."""

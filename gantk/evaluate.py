@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import glob
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from gantk.checkpoints import save_files, sha256_file
 from gantk.errors import GantkError
 from gantk.io import check_writable, list_images, load_image, pil_to_tensor
 
-FAKE, TARGET = "_fake", "_target"
+FAKE, TARGET, REAL = "_fake", "_target", "_real"
 SAMPLE = re.compile(r"^(?P<stem>.+)_random_sample(?P<index>\d+)$")  # translate's BicycleGAN outputs
 BICYCLE_SAMPLES = 20  # the BicycleGAN README's samples per input
 
@@ -84,6 +85,21 @@ def pair_files(results: str | Path, reference: str | Path | None = None) -> list
             raise GantkError(f"{name}: result {a.name} is {sa[0]}x{sa[1]} px but reference {b.name} is "
                              f"{sb[0]}x{sb[1]} px; paired metrics need equal sizes")
     return pairs
+
+
+def baseline_pairs(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, Path, Path]]:
+    """(name, <stem>_real, <stem>_target) for each (name, <stem>_fake, <stem>_target) pair: translate's input
+    scored as if it were the translation (the identity baseline); a one-line GantkError when one is missing."""
+    out = []
+    for name, fake, target in pairs:
+        real = next(iter(sorted(fake.parent.glob(f"{glob.escape(fake.stem[: -len(FAKE)])}{REAL}.*"))), None)
+        if real is None:
+            raise GantkError(f"--baseline: no {fake.stem[: -len(FAKE)]}{REAL} image (translate's input) beside "
+                             f"{fake}")
+        if _size(real) != _size(target):
+            raise GantkError(f"--baseline: {real.name} and {target.name} differ in size")
+        out.append((name, real, target))
+    return out
 
 
 def one_folder(results, reference) -> bool:
@@ -249,7 +265,7 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
              lpips_backbone: str | None = None, batch_size: int = 32, kid_subsets: int = 100,
              kid_subset_size: int = 1000, seed: int = 0, device: str = "auto", fid_resize: str = "clean",
              fid_backend: str = "auto", cache_dir: str | None = None, no_cache: bool = False,
-             log: Callable[[str], None] = print) -> tuple[dict, Path]:
+             baseline: bool = False, log: Callable[[str], None] = print) -> tuple[dict, Path]:
     """Check everything, score, write the JSON record (`out`, default <results>/eval.json); (record, path)."""
     from gantk.nn.inception import (feature_extractor, load_fid_inception, openvino_ir_path, resolve_backend,
                                     resolve_inception_weights)
@@ -259,6 +275,9 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
                                ("--kid-subset-size", kid_subset_size, 2)):
         if value < low:
             raise GantkError(f"{option} must be >= {low}, got {value}")
+    if baseline and not (paired and one_folder(results, reference)):
+        raise GantkError("--baseline scores translate's inputs (<stem>_real) in one --results folder: use it with "
+                         "--paired and without --reference")
     if diversity and (paired or reference is not None):
         raise GantkError("--diversity scores one folder of BicycleGAN samples: drop --paired and --reference")
     if not (paired or diversity) and (lpips_weights or lpips_backbone):
@@ -276,6 +295,10 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
             files = [a for _, a, _ in pairs]
             protocol.update(images=len(pairs), pairing=f"<stem>{FAKE} <-> <stem>{TARGET}"
                             if one_folder(results, reference) else "relative path without suffix")
+            inputs = baseline_pairs(pairs) if baseline else []
+            if baseline:
+                protocol["baseline"] = (f"identity: each <stem>{REAL} (translate's input) scored against "
+                                        f"<stem>{TARGET} as if it were the translation")
         else:
             groups = sample_groups(results)
             files = [f for g in groups.values() for f in g]
@@ -289,6 +312,8 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
                               resolve_device(device), log, ("lpips", "lpips_diversity") if diversity else ("lpips",))
         protocol.update(entries)
         doc.update(evaluate_paired(pairs, log, net) if paired else evaluate_diversity(groups, log, net))
+        if paired and baseline:
+            doc["baseline"] = evaluate_paired(inputs, log, net)
     else:
         res_files = _listing(results, "--results")
         if reference is None:
@@ -331,10 +356,11 @@ def format_table(doc: dict) -> str:
         ("lpips", "LPIPS", ".4f"), ("l1", "L1", ".4f")) if k in doc["mean"]]
     if doc["mode"] == "diversity":
         columns[0:0] = [("samples", "samples", "d")]
-    width = max(len("mean"), *(len(r["name"]) for r in rows))
+    width = max(len("baseline"), *(len(r["name"]) for r in rows))
     lines = [f"{'image' if doc['mode'] == 'paired' else 'input':<{width}}"
              + "".join(f"  {label:>8}" for _, label, _ in columns)]
-    for r in [*rows, {"name": "mean", **doc["mean"]}]:
+    baseline = [{"name": "baseline", **doc["baseline"]["mean"]}] if "baseline" in doc else []
+    for r in [*rows, {"name": "mean", **doc["mean"]}, *baseline]:
         lines.append(f"{r['name']:<{width}}" + "".join(f"  {r[k]:>8{fmt}}" if k in r else f"  {'':>8}"
                                                        for k, _, fmt in columns))
     return "\n".join(lines)

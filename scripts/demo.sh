@@ -14,7 +14,8 @@ $G train --model cyclegan --dataroot datasets/photo2vintage --name "$NAME" \
 $G translate --name "$NAME" --dataroot datasets/photo2vintage --output "results/$NAME"
 # Quality: the vintage look is a known function of the photo, so each test photo's true translation is known.
 .venv/bin/python -c "from gantk.data.sample import write_vintage_targets as w; w('datasets/photo2vintage/testA', 'results/$NAME/images')"
-$G eval --results "results/$NAME/images" --paired --out "results/$NAME/eval.json"
+# --baseline also scores the test photos themselves (identity): training has learned something only if it beats that.
+$G eval --results "results/$NAME/images" --paired --baseline --out "results/$NAME/eval.json"
 # Deployable artifacts, each checked against PyTorch on real photos (fails on a parity miss).
 $G export --name "$NAME" --format onnx,onnx-fp16,aoti,triton-repo --out "exports/$NAME" \
     --max_batch 4 --max_size 512 --parity_sizes 128,256
@@ -27,6 +28,7 @@ echo "Done. Look at:"
 echo "  checkpoints/$NAME/web/index.html   sample grids during training"
 echo "  checkpoints/$NAME/loss_log.txt     losses"
 echo "  results/$NAME/index.html           test images, real | fake"
-echo "  results/$NAME/eval.json            PSNR / SSIM / MAE of the translations against the true vintage photos"
+echo "  results/$NAME/eval.json            PSNR / SSIM / MAE of the translations against the true vintage photos,"
+echo "                                     and of the photos themselves (baseline: a translation must beat it)"
 echo "  exports/$NAME/                     ONNX (fp32, fp16), AOTInductor .pt2, Triton repository, manifest.json"
 echo "  bench/$NAME.md (.json, .png)       latency and parity per backend"
