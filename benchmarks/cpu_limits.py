@@ -1,17 +1,20 @@
-"""How fast the ResNet generator can get on this CPU: the arithmetic lower bound against the bench's 4x goal.
+"""How fast the ResNet generator can get on this CPU: the arithmetic lower bound against the bench's goals,
+and how the time grows with the image size.
 
 Measures the best fp32 GEMM rate torch reaches here (a 2048^3 `mm` and the residual blocks' Winograd
 `bmm`, 36 x 256x256x256), counts the generator's GEMM FLOPs with Winograd F(4x4,3x3) and F(6x6,3x3)
-for its stride-1 256-channel 3x3 convs (direct convolutions elsewhere), and times eager fp32, so the
-bound (FLOPs / best rate, no transforms, norms or memory traffic) can be set against eager / 4. With
---int8 it also quantises the generator with ONNX Runtime (static QDQ, per-channel int8 weights, uint8
-activations calibrated on 2 sample photos) and reports its PSNR and time on 2 others.
+for its stride-1 256-channel 3x3 convs (direct convolutions elsewhere), and times eager fp32 and gantk's
+winograd path at each size, so the bound (FLOPs / best rate, no transforms, norms or memory traffic) can be
+set against eager / 4, and time(2s) / time(s) against the 4x of the pixel count. With --int8 it also
+quantises the generator with ONNX Runtime (static QDQ, per-channel int8 weights, uint8 activations
+calibrated on 2 sample photos) and reports its PSNR and time on 2 others (at the first size).
 
-    python benchmarks/cpu_limits.py [--int8]   # -> benchmarks/results/cpu_limits.json and .md
+    python benchmarks/cpu_limits.py [--sizes 256 512 1024] [--int8]   # -> benchmarks/results/cpu_limits.json, .md
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import math
@@ -101,39 +104,60 @@ def int8_check(net: nn.Module, size: int) -> dict:
     return out
 
 
+def size_row(net: nn.Module, fast: nn.Module, size: int, best: float, repeats: int | None) -> dict:
+    """Eager and winograd ms (batch 1; median of `repeats`, by default 10 at 256 px and fewer above),
+    GEMM GFLOP and their bound at the best GEMM rate, at `size` px."""
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    repeats = repeats or min(10, max(3, 10 * 256 ** 2 // size ** 2))
+    with torch.no_grad():
+        ms = {name: 1000 * seconds(lambda: m(x), repeats) for name, m in (("eager", net), ("winograd", fast))}
+    flops = {"direct": gemm_gflops(net, x, None), "F(4x4,3x3)": gemm_gflops(net, x, 4),
+             "F(6x6,3x3)": gemm_gflops(net, x, 6)}
+    return {"size": size, "eager_ms": ms["eager"], "winograd_ms": ms["winograd"], "goal_ms_4x": ms["eager"] / 4,
+            "gemm_gflop": flops, "bound_ms": {k: 1000 * v / best for k, v in flops.items()}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--sizes", type=int, nargs="+", default=[256], help="image sizes in px (batch 1)")
+    p.add_argument("--ngf", type=int, default=64, help="generator width (64: the published generators)")
+    p.add_argument("--repeats", type=int, help="timed calls per size and path (default: 10 at 256 px, fewer above)")
     p.add_argument("--int8", action="store_true", help="also the ONNX Runtime int8 check (needs onnx, onnxruntime)")
     p.add_argument("--out", default="benchmarks/results", help="folder for cpu_limits.json/.md")
     args = p.parse_args(argv)
-    from gantk.runtime import cpu_name
+    from gantk.acceleration import patch_winograd
     from gantk.models.networks import define_G
+    from gantk.runtime import cpu_name
     torch.manual_seed(0)
-    net = define_G(3, 3, 64, "resnet_9blocks", norm="instance").eval()
-    x = torch.rand(1, 3, args.size, args.size) * 2 - 1
+    net = define_G(3, 3, args.ngf, "resnet_9blocks", norm="instance").eval()
+    fast = copy.deepcopy(net)
+    patch_winograd(fast)
     rates = gemm_rates()
     best = max(rates.values())
-    with torch.no_grad():
-        eager_ms = 1000 * seconds(lambda: net(x), 10)
-    flops = {"direct": gemm_gflops(net, x, None), "F(4x4,3x3)": gemm_gflops(net, x, 4), "F(6x6,3x3)": gemm_gflops(net, x, 6)}
+    rows = [size_row(net, fast, size, best, args.repeats) for size in args.sizes]
     rep = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "size": args.size,
-           "gemm_gflops_per_s": rates, "eager_ms": eager_ms, "goal_ms_4x": eager_ms / 4, "gemm_gflop": flops,
-           "bound_ms": {k: 1000 * v / best for k, v in flops.items()}}
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "gemm_gflops_per_s": rates, "sizes": rows}
     if args.int8:
-        rep["int8"] = int8_check(net, args.size)
-    lines = [f"# CPU limits: resnet_9blocks, {args.size} px, batch 1", "",
-             f"{rep['date']}; {rep['cpu']}, {rep['threads']} threads; torch {rep['torch']}; "
-             "`python benchmarks/cpu_limits.py" + (" --int8`" if args.int8 else "`"), "",
-             "GEMM rate (fp32): " + ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in rates.items()),
-             f"eager fp32: {eager_ms:.1f} ms, so 4x is {eager_ms / 4:.1f} ms", "",
-             "| convolutions | GEMM GFLOP | at the best GEMM rate, ms (no transforms, norms or memory traffic) |",
-             "|---|---|---|",
-             *(f"| {k} | {v:.2f} | {rep['bound_ms'][k]:.1f} |" for k, v in flops.items())]
+        rep["int8"] = int8_check(net, args.sizes[0])
+    command = " ".join(["python benchmarks/cpu_limits.py", "--sizes", *map(str, args.sizes)] + ["--int8"] * args.int8
+                       + [f"--ngf {args.ngf}"] * (args.ngf != 64) + [f"--repeats {args.repeats}"] * bool(args.repeats))
+    lines = [f"# CPU limits: resnet_9blocks (ngf {args.ngf}), batch 1", "",
+             f"{rep['date']}; {rep['cpu']}, {rep['threads']} threads; torch {rep['torch']}; `{command}`", "",
+             "GEMM rate (fp32): " + ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in rates.items()), "",
+             "| size | eager ms | winograd ms | speed-up | time / previous size's (eager, winograd) | GEMM GFLOP: "
+             "direct, F(4x4,3x3), F(6x6,3x3) | at the best GEMM rate, ms (no transforms, norms or memory traffic) |",
+             "|---|---|---|---|---|---|---|"]
+    for prev, r in zip([None, *rows], rows):
+        growth = "-" if prev is None else (f"{r['eager_ms'] / prev['eager_ms']:.2f}, "
+                                           f"{r['winograd_ms'] / prev['winograd_ms']:.2f}")
+        lines.append(f"| {r['size']} | {r['eager_ms']:.1f} | {r['winograd_ms']:.1f} | "
+                     f"{r['eager_ms'] / r['winograd_ms']:.2f}x | {growth} | "
+                     + ", ".join(f"{v:.2f}" for v in r["gemm_gflop"].values()) + " | "
+                     + ", ".join(f"{v:.1f}" for v in r["bound_ms"].values()) + " |")
     if args.int8:
-        lines += ["", "| ONNX Runtime | PSNR vs eager fp32 (dB), 2 photos | ms |", "|---|---|---|",
-                  *(f"| {k} | {', '.join(f'{p:.1f}' for p in v['psnr_db'])} | {v['ms']:.1f} |" for k, v in rep["int8"].items())]
+        lines += ["", f"| ONNX Runtime, {args.sizes[0]} px | PSNR vs eager fp32 (dB), 2 photos | ms |", "|---|---|---|",
+                  *(f"| {k} | {', '.join(f'{p:.1f}' for p in v['psnr_db'])} | {v['ms']:.1f} |"
+                    for k, v in rep["int8"].items())]
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)

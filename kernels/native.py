@@ -68,11 +68,12 @@ def library() -> ctypes.CDLL | None:
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         log.warning("could not build the C CPU kernels (%s); using torch ops", e)
         return None
-    lib.gantk_tiles_in.argtypes = [_P, _L, _L, _L, _L, _L, _L, _L, _I, _P, _L, _L, _L, _P, _I]
+    lib.gantk_tiles_in.argtypes = [_P, _L, _L, _L, _L, _L, _L, _L, _I, _P, _L, _L, _L, _L, _P, _I]
     lib.gantk_tiles_out.argtypes = [_P, _L, _L, _L, _L, _L, _P, _L, _L, _L, _I, _L, _L, _P, _I]
+    lib.gantk_tiles_out_rows.argtypes = [_P, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _P, _I]
     lib.gantk_in_fwd.argtypes = [_P, _P, _P, _P, _L, _L, _L, _F, _I, _F, _P, _P, _P, _I]
     lib.gantk_in_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _L, _L, _L, _I, _F, _P, _P, _P, _I]
-    for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_in_fwd, lib.gantk_in_bwd):
+    for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_tiles_out_rows, lib.gantk_in_fwd, lib.gantk_in_bwd):
         f.restype = _I
     return lib
 
@@ -102,14 +103,18 @@ def _run(name: str, *args) -> None:
         raise ValueError(f"native {name}: tiles larger than 8x8")
 
 
-def tiles_in(x: torch.Tensor, T: torch.Tensor, stride: int, pad: int, reflect: bool, th: int, tw: int) -> torch.Tensor:
+def tiles_in(x: torch.Tensor, T: torch.Tensor, stride: int, pad: int, reflect: bool, th: int, tw: int,
+             i0: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
     """Every T.shape[1]-sized tile at `stride` of x (N, C, H, W), padded by `pad` (reflect or zeros) and
-    zero past that, transformed as T t T^T (T: q x size) -> (q*q, C, N*th*tw)."""
-    _checked(x, T)
+    zero past that, transformed as T t T^T (T: q x size) -> (q*q, C, N*th*tw); only the th tile rows from
+    tile row i0. `out`: a contiguous tensor of that shape to write (else a new one)."""
     n, c, h, w = x.shape
     q, size = T.shape
-    out = x.new_empty(q * q, c, n * th * tw)
-    _run("gantk_tiles_in", x.data_ptr(), n, c, h, w, size, stride, pad, int(reflect), T.data_ptr(), q, th, tw,
+    out = x.new_empty(q * q, c, n * th * tw) if out is None else out
+    _checked(x, T, out)
+    if out.shape != (q * q, c, n * th * tw):
+        raise ValueError(f"native tiles_in: out must be {(q * q, c, n * th * tw)}, got {tuple(out.shape)}")
+    _run("gantk_tiles_in", x.data_ptr(), n, c, h, w, size, stride, pad, int(reflect), T.data_ptr(), q, i0, th, tw,
          out.data_ptr())
     return out
 
@@ -125,6 +130,18 @@ def tiles_out(t: torch.Tensor, S: torch.Tensor, stride: int, pad: int, reflect: 
     _run("gantk_tiles_out", t.data_ptr(), n, c, th, tw, q, S.data_ptr(), size, stride, pad, int(reflect), h, w,
          out.data_ptr())
     return out
+
+
+def tiles_out_rows(t: torch.Tensor, S: torch.Tensor, i0: int, th: int, out: torch.Tensor) -> None:
+    """`tiles_out` of non-overlapping, unpadded tiles (S: m x q, stride m) for tile rows i0 .. i0+th-1 only:
+    t (q*q, C, N*th*tw) -> their rows of out (N, C, H, W), written in place (other rows untouched)."""
+    _checked(t, S, out)
+    m, q = S.shape
+    n, c, h, w = out.shape
+    tw = -(-w // m)
+    if t.shape != (q * q, c, n * th * tw) or i0 * m >= h:
+        raise ValueError(f"native tiles_out_rows: {tuple(t.shape)} tiles from row {i0} do not fit {tuple(out.shape)}")
+    _run("gantk_tiles_out_rows", t.data_ptr(), n, c, th, tw, q, S.data_ptr(), m, i0, h, w, out.data_ptr())
 
 
 def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str, slope: float, residual

@@ -1,12 +1,15 @@
 /* Winograd tile transforms for the CPU convolution path (gantk/kernels/winograd.py), fused with the
  * gathering, padding, layout change and overlap-add that torch ops need separate passes for.
  *
- * tiles_in:  out[a*q+b][c][tile] = sum_{r,k} T[a][r] T[b][k] X[n][c][i*stride + r][j*stride + k]
- *            for every size x size tile (i, j) of image n, tile = (n*th + i)*tw + j. X is x seen through
- *            `pad` rows/columns of reflect or zero padding, and zero past the padded image.
+ * tiles_in:  out[a*q+b][c][tile] = sum_{r,k} T[a][r] T[b][k] X[n][c][(i0+i)*stride + r][j*stride + k]
+ *            for every size x size tile (i0 + i, j), i < th, of image n, tile = (n*th + i)*tw + j. X is x seen
+ *            through `pad` rows/columns of reflect or zero padding, and zero past the padded image.
  * tiles_out: the adjoint: Y[n][c][i*stride + u][j*stride + v] += sum_{a,b} S[u][a] S[v][b] in[a*q+b][c][tile]
  *            over all tiles (overlapping where size > stride), then Y's padding folded back onto the
  *            H x W output (reflected positions added to their source, zero padding dropped).
+ * tiles_out_rows: tiles_out for the forward's tiles (size == stride: no overlap, no padding) of tile rows
+ *            i0 .. i0+th-1 only, written straight into their rows of the output, so that the tiles can be
+ *            transformed block by block while the transform domain stays in cache.
  * Both work on VL tiles at a time, one per vector lane (GCC vector extensions: AVX2 with -march=native on
  * x86), the inputs of tiles_in read from de-interleaved rows (column phase s of tile j at [s][j]). The
  * common shapes are compiled with constant sizes (fully unrolled). Return 0, -1 (out of memory) or -2
@@ -89,7 +92,7 @@ static void in_row(const float *ph, long Jp, long tw, long size, long stride, co
 }
 
 int gantk_tiles_in(const float *x, long N, long C, long H, long W, long size, long stride, long pad,
-                   int reflect, const float *T, long q, long th, long tw, float *out, int threads) {
+                   int reflect, const float *T, long q, long i0, long th, long tw, float *out, int threads) {
     if (size > MAXN || q > MAXN) return -2;
     const long ext = (size - 1) / stride;
     const long Jp = (tw + VL - 1) / VL * VL + ext; /* de-interleaved length per column phase */
@@ -107,7 +110,7 @@ int gantk_tiles_in(const float *x, long N, long C, long H, long W, long size, lo
             const long i = unit % th, c = (unit / th) % C, n = unit / (th * C);
             const float *plane = x + (n * C + c) * H * W;
             for (long r = 0; r < size; r++) { /* gather row i*stride + r, de-interleaved */
-                const long p = source(i * stride + r, H, pad, reflect);
+                const long p = source((i0 + i) * stride + r, H, pad, reflect);
                 float *dst = ph + r * stride * Jp;
                 if (p < 0) memset(dst, 0, sizeof(float) * (size_t)(stride * Jp));
                 else if (stride == 4) deinterleave(plane + p * W, cmap, 4, Jp, pad, W, dst);
@@ -221,5 +224,30 @@ int gantk_tiles_out(const float *in, long N, long C, long th, long tw, long q, c
         free(Y);
     }
     free(cmap);
+    return failed ? -1 : 0;
+}
+
+int gantk_tiles_out_rows(const float *in, long N, long C, long th, long tw, long q, const float *S, long size,
+                         long i0, long H, long W, float *out, int threads) {
+    if (size > MAXN || q > MAXN) return -2;
+    const long NT = N * th * tw, Wy = tw * size;
+    const long cols = W < Wy ? W : Wy;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(|| : failed)
+    {
+        float *Y = malloc(sizeof(float) * (size_t)(size * Wy + 4 * VL)); /* one tile row (+ slack) */
+        failed = !Y;
+#pragma omp for schedule(static)
+        for (long unit = 0; unit < N * C * th; unit++) {
+            if (failed) continue;
+            const long i = unit % th, c = (unit / th) % C, n = unit / (th * C);
+            const long row0 = (i0 + i) * size;
+            memset(Y, 0, sizeof(float) * (size_t)(size * Wy + 4 * VL));
+            out_row(in + c * NT + (n * th + i) * tw, C * NT, tw, S, q, size, size, Y, Wy);
+            for (long u = 0; u < size && row0 + u < H; u++)
+                memcpy(out + ((n * C + c) * H + row0 + u) * W, Y + u * Wy, sizeof(float) * (size_t)cols);
+        }
+        free(Y);
+    }
     return failed ? -1 : 0;
 }

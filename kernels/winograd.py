@@ -14,8 +14,11 @@ and inference of the ResNet generators, whose residual blocks are pairs of 256-c
 The tile transforms run in C (`native`, compiled on first use): one pass gathers the tiles straight from
 the unpadded input (reflect or zero padding in the index math, so a ReflectionPad2d before the conv is
 folded in) and writes the transform domain; one pass transforms back and writes the output (or, in the
-backward, overlap-adds the tiles and folds the padding back). Without a C compiler the same maths runs as
-torch ops: a strided convolution with the Kronecker matrix's rows as filters, matmuls and strided adds.
+backward, overlap-adds the tiles and folds the padding back). Without gradients the C forward runs over
+blocks of tile rows, input transform, GEMMs and output transform per block, so that a large map's
+transform domain stays in the L3 cache (BLOCK_BYTES: a 256-px image's 64 x 64 maps fit whole; at 512 px
+they would be 2 x 38 MB). Without a C compiler the same maths runs as torch ops: a strided convolution with
+the Kronecker matrix's rows as filters, matmuls and strided adds.
 The backward stays in the transform domain: the input gradient is the transposed GEMM followed by the
 transposed input transform, the weight gradient a GEMM against the transformed input saved by the forward
 (2.25x the input's size). Everything runs in fp32 (the transforms amplify fp16/bf16 rounding); results differ
@@ -36,6 +39,7 @@ POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # finite interpolation points, in ord
 ONE = POINTS.index(1)  # A^T's column at point 1 is all ones
 TILE = {3: 4, 4: 3}  # output tile m per kernel size r: F(4x4, 3x3) and F(3x3, 4x4), both on 6x6 input tiles
 # (8x8 input tiles, F(6x6, 3x3) and F(5x5, 4x4), measured 5-10% slower on the generators' layers)
+BLOCK_BYTES = 24 << 20  # transform-domain bytes (input and product) per block of the forward, to stay in L3 cache
 
 
 @functools.cache
@@ -97,6 +101,15 @@ def _tiles(h: int, w: int, m: int, r: int) -> tuple[int, int]:
     return -(-(h - r + 1) // m), -(-(w - r + 1) // m)
 
 
+def _blocks(n: int, th: int, tw: int, fit: int) -> tuple[int, int]:
+    """(images, tile rows) per block of the forward for at most `fit` tiles (at least one row): whole
+    images where one fits, else rows of one image in blocks of equal size."""
+    if fit >= th * tw:
+        return min(n, fit // (th * tw)), th
+    rows = max(1, fit // tw)
+    return 1, -(-th // -(-th // rows))
+
+
 def _pad_end(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """`t` zero-padded at the bottom and right to (h, w) (no copy when it already is that size)."""
     return t if t.shape[2:] == (h, w) else F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2]))
@@ -140,12 +153,35 @@ def _unpad(g: torch.Tensor, pad: int, reflect: bool) -> torch.Tensor:
     return torch.ops.aten.reflection_pad2d_backward(g, shape, [pad] * 4)
 
 
+def _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows):
+    """The C forward, `rows` tile rows of `nb` images at a time: input transform, GEMMs and output transform
+    of one block before the next, so a large map's transform domain is never written out whole (at 512 px
+    the 256-channel maps' would be 38 MB, more than the L3 cache). -> (output, the transformed input V when
+    one block holds every tile, else None)."""
+    n, c = x.shape[:2]
+    q2, o = U.shape[:2]
+    AT, _, BT, _ = line_transforms(r)
+    V, M = x.new_empty(q2 * c * nb * rows * tw), x.new_empty(q2 * o * nb * rows * tw)
+    y = x.new_empty(n, o, ho, wo)
+    for b in range(0, n, nb):
+        for i0 in range(0, th, rows):
+            k, nk = min(rows, th - i0), min(nb, n - b)
+            t = nk * k * tw
+            Vb = native.tiles_in(x[b:b + nk], BT, TILE[r], pad, reflect, k, tw, i0, out=V[:q2 * c * t].view(q2, c, t))
+            Mb = torch.bmm(U, Vb, out=M[:q2 * o * t].view(q2, o, t))
+            if bias is not None:  # M at point (1, 1) adds to every output of its tile (A^T's column there is ones)
+                Mb[ONE * (TILE[r] + r)] += bias.float().view(o, 1)
+            native.tiles_out_rows(Mb, AT, i0, k, y[b:b + nk])
+    return y, (V.view(q2, c, -1) if nb == n and rows == th else None)
+
+
 class _Winograd(torch.autograd.Function):
     """Stride-1 r x r convolution of fp32 NCHW x, padded by `pad` (reflect or zeros), with transformed
-    weight U. The tile transforms are the C ones (`native`) where they built, else torch ops."""
+    weight U. `keep`: save the transformed input for the weight gradient (else the forward runs block by
+    block). The tile transforms are the C ones (`native`) where they built, else torch ops."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, pad, reflect, U):
+    def forward(ctx, x, weight, bias, pad, reflect, U, keep):
         n, c, h, w = x.shape
         o, r = U.shape[1], weight.shape[2]
         m = TILE[r]
@@ -153,21 +189,18 @@ class _Winograd(torch.autograd.Function):
         ho, wo = h + 2 * pad - r + 1, w + 2 * pad - r + 1
         th, tw = _tiles(h + 2 * pad, w + 2 * pad, m, r)
         use_c = native.library() is not None
-        AT, _, BT, _ = line_transforms(r)
         if use_c:
-            V = native.tiles_in(x, BT, m, pad, reflect, th, tw)
+            nb, rows = (n, th) if keep else _blocks(n, th, tw, BLOCK_BYTES // (4 * a * a * (c + o)))
+            y, V = _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows)
         else:
             xp = F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x
             V = _to_tiles(_pad_end(xp, m * th + r - 1, m * tw + r - 1), transforms(r, x.device)[2], a, m)
-        M = torch.bmm(U, V)
-        if bias is not None:  # M at point (1, 1) adds to every output of its tile (A^T's column there is ones)
-            M[ONE * (a + 1)] += bias.float().view(o, 1)
-        if use_c:
-            y = native.tiles_out(M, AT, m, 0, False, n, th, tw, ho, wo)
-        else:
+            M = torch.bmm(U, V)
+            if bias is not None:
+                M[ONE * (a + 1)] += bias.float().view(o, 1)
             y = (transforms(r, x.device)[0] @ M.view(a * a, -1)).view(m, m, o, n, th, tw)
             y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, o, m * th, m * tw)[:, :, :ho, :wo]
-        ctx.save_for_backward(U, V)  # freed with the graph (at once under no_grad)
+        ctx.save_for_backward(U, V if keep else None)  # freed with the graph (at once under no_grad)
         ctx.shape = (n, c, h, w, r, pad, reflect, th, tw, use_c)
         return y
 
@@ -197,7 +230,7 @@ class _Winograd(torch.autograd.Function):
             gw = (KG.T @ gU.view(a * a, -1)).view(r, r, *U.shape[1:]).permute(2, 3, 0, 1)
         if ctx.needs_input_grad[2]:
             gb = gy.sum((0, 2, 3))
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
 def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, padding: int = 0,
@@ -216,8 +249,9 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     if reflect and padding >= min(x.shape[2:]):
         raise ValueError(f"winograd_conv2d: reflect padding {padding} needs an input larger than that, got "
                          f"{x.shape[2]}x{x.shape[3]}")
+    keep = torch.is_grad_enabled() and weight.requires_grad  # the weight gradient needs the transformed input
     return fp32_conv(_Winograd, "winograd_conv2d", x, weight, bias, padding, reflect,
-                     transform_weight(weight) if U is None else U)
+                     transform_weight(weight) if U is None else U, keep)
 
 
 class WinogradConv2d(FastConv2d):

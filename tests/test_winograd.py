@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gantk.kernels import native
+from gantk.kernels import native, winograd
 from gantk.kernels.shift_conv import ShiftConv2d
 from gantk.acceleration import patch_winograd
 from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices, transform_weight,
@@ -123,6 +123,30 @@ def test_c_tile_transforms_match_torch_ops(r, n, c, h, w, pad, reflect):
     M = t.double().view(a, a, c, n, th, tw)
     full = torch.einsum("ip,pqcnxy,jq->ncxiyj", AT.double(), M, AT.double()).reshape(n, c, th * m, tw * m)
     assert torch.allclose(y.double(), full[:, :, :th * m - 1, :tw * m - 2], atol=1e-4)
+    if th > 1:  # tile rows 1 .. th-1 only, into their rows of the cropped output; row 0 untouched
+        V1 = native.tiles_in(x, BT, m, pad, reflect, th - 1, tw, i0=1)
+        want1 = want.view(a * a, c, n, th, tw)[:, :, :, 1:].reshape(a * a, c, -1)
+        assert torch.allclose(V1.double(), want1, atol=1e-4)
+        y1 = torch.zeros(n, c, th * m - 1, tw * m - 2)
+        native.tiles_out_rows(t.view(a * a, c, n, th, tw)[:, :, :, 1:].contiguous().view(a * a, c, -1), AT, 1,
+                              th - 1, y1)
+        assert (y1[:, :, :m] == 0).all()
+        assert torch.allclose(y1[:, :, m:].double(), full[:, :, m:th * m - 1, :tw * m - 2], atol=1e-4)
+
+
+@pytest.mark.parametrize("fit", [1, 25, 130])
+@pytest.mark.parametrize("r", sorted(TILE))
+def test_blocked_inference_forward_matches_direct_convolution(r, fit, monkeypatch, transforms_in):
+    """Without gradients the forward runs block by block, BLOCK_BYTES set for `fit` tiles per block: one tile
+    row (10 or 12 tiles), two rows, or whole images (two per block of the batch of 3 for F(4x4, 3x3));
+    reflect padding and a bias, 23 x 37 leaves partial tiles and a partial vector block."""
+    monkeypatch.setattr(winograd, "BLOCK_BYTES", 4 * 36 * (4 + 6) * fit)
+    torch.manual_seed(0)
+    x, wt, b = torch.randn(3, 4, 23, 37), torch.randn(6, 4, r, r) / (2 * r), torch.randn(6)
+    want = F.conv2d(F.pad(x, (1,) * 4, mode="reflect"), wt, b)
+    with torch.no_grad():
+        got = winograd_conv2d(x, wt.requires_grad_(), b, 1, padding_mode="reflect")
+    assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
 def test_c_transforms_fall_back_to_torch_ops_when_the_build_fails(monkeypatch, tmp_path, caplog):
@@ -370,3 +394,19 @@ def test_cpu_limits_counts_the_generators_gemm_flops():
     for m in (4, 6):
         wino = 2 * math.ceil(16 / m) ** 2 * (m + 2) ** 2 * 256 * 256 / 1e9
         assert cl.gemm_gflops(net, x, m) == pytest.approx(direct - 18 * (block - wino), rel=1e-9)
+
+
+def test_cpu_limits_reports_every_size(tmp_path, monkeypatch):
+    """benchmarks/cpu_limits.py --sizes 32 64 (ngf 8, GEMM rates stubbed to 100 GFLOP/s): a row per size with
+    eager and winograd times, the growth column their ratios, and the bound FLOPs / 100 GFLOP/s."""
+    import json
+    from conftest import load_benchmark_script
+    cl = load_benchmark_script("cpu_limits")
+    monkeypatch.setattr(cl, "gemm_rates", lambda: {"mm": 100.0})
+    assert cl.main(["--sizes", "32", "64", "--ngf", "8", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "cpu_limits.json").read_text())["sizes"]
+    assert [r["size"] for r in rows] == [32, 64] and all(r["eager_ms"] > 0 and r["winograd_ms"] > 0 for r in rows)
+    assert rows[1]["bound_ms"]["direct"] == pytest.approx(10 * rows[1]["gemm_gflop"]["direct"])
+    table = (tmp_path / "cpu_limits.md").read_text()
+    growth = f"{rows[1]['eager_ms'] / rows[0]['eager_ms']:.2f}, {rows[1]['winograd_ms'] / rows[0]['winograd_ms']:.2f}"
+    assert f"| 64 | {rows[1]['eager_ms']:.1f} | {rows[1]['winograd_ms']:.1f} |" in table and growth in table
