@@ -71,6 +71,12 @@ class TorchRunner(Runner):
         return self.fn(*inputs)
 
 
+def eager_runner(spec, name: str, device: str = "cpu") -> TorchRunner:
+    """The generator of an ExportSpec in PyTorch eager on `device` (inputs may arrive on the CPU)."""
+    net = spec.net.to(device)
+    return TorchRunner(lambda *xs: net(*(x.to(device) for x in xs)), name, spec.metadata())
+
+
 def _tensor(t) -> torch.Tensor:
     return torch.as_tensor(np.asarray(t, dtype=np.float32)) if not isinstance(t, torch.Tensor) else t.detach().float()
 
@@ -107,8 +113,7 @@ def load_runner(path: str | Path, device: str = "cpu", **kw) -> Runner:
         from gantk.models.loading import load_file
         loaded = load_file(path)
         bn_mode = "batch" if loaded.description.get("bn_mode") == "batch" else "eval"
-        spec = spec_for_generator(loaded.net.to(device), loaded.family.name, bn_mode)
-        return TorchRunner(lambda *xs: spec.net(*(x.to(device) for x in xs)), path.name, spec.metadata())
+        return eager_runner(spec_for_generator(loaded.net, loaded.family.name, bn_mode), path.name, device)
     if suffix == ".xml":
         from gantk.export.openvino import OpenVinoRunner
         return OpenVinoRunner(path, **kw)

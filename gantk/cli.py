@@ -384,7 +384,7 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
 def serve_cmd(export_dir, artifact, model_name, host, http_port, grpc_port, metrics_port, max_batch, delay_us, device,
               **src):
     """Serve a generator as a Triton Inference Server endpoint (HTTP + gRPC, PyTriton) until interrupted."""
-    from gantk.serve import check_address, check_pytriton, open_export, serve, torch_runner
+    from gantk.serve import check_address, check_pytriton, open_export, serve
     check_pytriton()
     check_address(host, {"--http_port": http_port, "--grpc_port": grpc_port, "--metrics_port": metrics_port})
     if export_dir:
@@ -392,9 +392,10 @@ def serve_cmd(export_dir, artifact, model_name, host, http_port, grpc_port, metr
         label = Path(export_dir).resolve().name
         click.echo(f"{export_dir}: serving its {fmt} artifact ({runner.path.name})")
     else:
+        from gantk.export.runners import eager_runner
         from gantk.export.spec import load_spec
         spec, label = load_spec(**src)
-        runner, metadata = torch_runner(spec, label, device), spec.metadata()
+        runner, metadata = eager_runner(spec, label, device), spec.metadata()
     serve(runner, metadata, model_name or label, host, http_port, grpc_port, metrics_port, max_batch, delay_us,
           log=click.echo)
 

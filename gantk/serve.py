@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gantk.errors import GantkError
 from gantk.export.backends import ARTIFACTS
-from gantk.export.runners import Runner, TorchRunner, load_runner
+from gantk.export.runners import Runner, load_runner
 from gantk.export.triton_server import check_model_name, preferred_batch_sizes, tensor_dims
 
 PREFERENCE = ("trt-fp16", "trt", "onnx", "aoti", "openvino", "safetensors")  # served when --artifact is not given
@@ -58,8 +58,13 @@ def open_export(folder: str | Path, artifact: str | None = None, device: str = "
     manifest_file = folder / "manifest.json"
     if not manifest_file.is_file():
         raise GantkError(f"{folder}: not a gantk export folder (no manifest.json); export with `gantk export`")
-    manifest = json.loads(manifest_file.read_text())
-    held = {f: rel for f, rel in manifest["artifacts"].items() if f != "triton-repo"}
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        held = {f: rel for f, rel in manifest["artifacts"].items() if f != "triton-repo"}
+    except (ValueError, KeyError, AttributeError) as e:
+        raise GantkError(f"{manifest_file}: not a readable gantk export manifest ({e})") from None
+    if not manifest.get("passed", True):
+        raise GantkError(f"{folder}: its artifacts failed their parity check (manifest.json); export again")
     if artifact is not None and artifact not in held:
         raise GantkError(f"--artifact {artifact}: {folder} holds {', '.join(held) or 'no servable artifact'}")
     fmt = artifact or next((f for f in PREFERENCE if f in held and not ARTIFACTS[f].unavailable(device)), None)
@@ -67,12 +72,6 @@ def open_export(folder: str | Path, artifact: str | None = None, device: str = "
         raise GantkError(f"{folder}: none of its artifacts ({', '.join(held)}) can run here; "
                          "export onnx or safetensors")
     return load_runner(folder / held[fmt], device), manifest["metadata"], fmt
-
-
-def torch_runner(spec, label: str, device: str = "cpu") -> Runner:
-    """The generator of an ExportSpec in PyTorch eager on `device` (inputs arrive on the CPU)."""
-    net = spec.net.to(device)
-    return TorchRunner(lambda *xs: net(*(x.to(device) for x in xs)), label, spec.metadata())
 
 
 def serve(runner: Runner, metadata: dict, name: str = "model", host: str = "127.0.0.1", http_port: int = 8000,

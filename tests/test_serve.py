@@ -3,6 +3,7 @@ tritonclient over HTTP and gRPC; outputs compared with the PyTorch generator, th
 configuration with the Triton repository `gantk export` writes; bad requests refused in one line."""
 import contextlib
 import importlib
+import json
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def exported(tmp_path_factory):
     return pth, tmp / "exp"
 
 
-def test_bad_requests_are_one_line_errors(exported):
+def test_bad_requests_are_one_line_errors(exported, tmp_path):
     _, folder = exported
     for host, ports, needle in (("localhost", {"--http_port": 1}, "--host 'localhost': expected an IP address"),
                                 ("127.0.0.1", {"--http_port": 0}, "--http_port 0: expected a port in 1..65535"),
@@ -49,6 +50,15 @@ def test_bad_requests_are_one_line_errors(exported):
         open_export(folder, "aoti")
     with pytest.raises(GantkError, match="no manifest.json"):
         open_export(folder / "triton")
+    failed, broken = tmp_path / "failed", tmp_path / "broken"
+    for bad, text in ((failed, json.dumps({**json.loads((folder / "manifest.json").read_text()), "passed": False})),
+                      (broken, "{")):
+        bad.mkdir()
+        (bad / "manifest.json").write_text(text)
+    with pytest.raises(GantkError, match="failed: its artifacts failed their parity check"):
+        open_export(failed)
+    with pytest.raises(GantkError, match=r"broken/manifest.json: not a readable gantk export manifest"):
+        open_export(broken)
     runner, metadata, fmt = open_export(folder)
     assert fmt == "onnx" and runner.path.name == "latest_net_G.onnx" and metadata["gantk_arch"]["ngf"] == 4
 
