@@ -205,10 +205,10 @@ class Quality:
 
 def load_quality(lpips_net: str = "alex", lpips_weights: str | None = None, lpips_backbone: str | None = None,
                  eval_images: str | None = None, inception_weights: str | None = None, gate: str | None = None,
-                 sizes: list[int] = (), device="cpu", log=print) -> Quality:
+                 sizes: list[int] = (), device="cpu", log=print, outputs: int = 2) -> Quality:
     """The `Quality` the options ask for, every option checked before anything is loaded: LPIPS when its
     weights are given (else a note, once), FID when --eval_images is given (Inception weights then required),
-    and a --quality_gate only over figures that will be measured."""
+    and a --quality_gate only over figures that will be measured; `outputs`: images per FID (at least 2)."""
     from gantk.nn.inception import load_fid_inception, resolve_inception_weights
     from gantk.nn.lpips import NETS, load_lpips, lpips_requested, resolve_lpips_weights
     limits, record = parse_gate(gate), {}
@@ -236,6 +236,9 @@ def load_quality(lpips_net: str = "alex", lpips_weights: str | None = None, lpip
         if len(files) < 2:
             raise GantkError(f"--eval_images {eval_images}: expected a folder of at least 2 images (the FID "
                              f"reference set)")
+        if outputs < 2:
+            raise GantkError(f"--eval_images: an FID needs at least 2 outputs, this run makes {outputs} per "
+                             "backend (more --batches or --sizes)")
         weights = resolve_inception_weights(inception_weights)
     quality = Quality(load_lpips(lpips_net, heads, backbone, device) if use_lpips else None, gate=limits,
                       record=record, device=device)

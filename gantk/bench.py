@@ -231,7 +231,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                 rows.append(row)
                 log(f"{name:<22} b{b:<3} {s:>4}px {med:9.2f} ms  {row['images_per_s']:8.2f} img/s  "
                     f"x{row['speedup'] or 0:5.2f}  PSNR {grade['psnr']:6.1f}  "
-                    + (f"LPIPS {grade['lpips']:.4f}  " if "lpips" in grade else "") + row["parity"])
+                    + (f"LPIPS {grade['lpips']:.2g}  " if "lpips" in grade else "") + row["parity"])
             fid = compare.fid_change(outputs) if outputs else None
             if fid:
                 fid_change[name] = fid
@@ -272,7 +272,7 @@ def markdown(doc: dict) -> str:
                      f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f} | {r['images_per_s']:.2f} | {sp} | {r['first_call_s']:.2f} | "
                      f"{r['build_s']:.1f} | {r['peak_mem_mb']:.0f} | {r['tflops']:.3f} | "
                      f"{format(r['mfu'], '.1%') if r.get('mfu') is not None else '-'} | {r['max_abs']:.2g} | "
-                     f"{r['psnr']:.1f} | " + (f"{r['lpips']:.4f} | " if "lpips" in r else "- | " if lp else "")
+                     f"{r['psnr']:.1f} | " + (f"{r['lpips']:.2g} | " if "lpips" in r else "- | " if lp else "")
                      + f"{r['parity']} |")
     return "\n".join(lines) + "\n"
 

@@ -356,7 +356,7 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
     if out:
         check_writable(Path(out).with_suffix(".json"), "--out")
     quality = load_quality(lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights,
-                           sizes=size_list, device=dev, log=click.echo)
+                           sizes=size_list, device=dev, log=click.echo, outputs=sum(batch_list) * len(size_list))
     spec, label = load_spec(**src)
     out = out or f"./bench/{label}_{dev.type}"
     check_writable(Path(out).with_suffix(".json"), "--out")
