@@ -1,6 +1,7 @@
 """Given the sample data, `gantk train` runs the CycleGAN recipe, saves, and resumes exactly."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -129,11 +130,13 @@ def test_a_failing_process_ends_in_one_line_per_process_and_a_summary(sample_dat
     cmd = [sys.executable, "-m", "gantk", "train", "--nproc_per_node", "2", *args[1:], "--lr", "1e30"]
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if "gantk: error:" in line]
-    assert len(errors) == 3 and all("non-finite loss" in e for e in errors[:2]), errors
-    assert {e.split("error: ")[1][:8] for e in errors[:2]} == {"[rank 0]", "[rank 1]"}
-    assert errors[2].endswith("rank 0 (exit code 2), rank 1 (exit code 2) failed (the reason is printed above "
-                              "by the process)")
+    errors = [line[line.index("gantk: error:"):] for line in proc.stderr.splitlines() if "gantk: error:" in line]
+    reasons, summary = errors[:-1], errors[-1]
+    # the first process to fail ends the run; the launcher stops the other (which may not get to print)
+    assert 1 <= len(reasons) <= 2 and all(re.match(r"gantk: error: \[rank [01]\] non-finite loss .* no state had "
+                                                   r"been saved yet", e) for e in reasons), errors
+    assert re.fullmatch(r"gantk: error: training stopped: (rank [01] \(exit code 2\)(, )?)+ failed \(the reason is "
+                        r"printed above by the process\)(; stopped rank [01])?", summary), summary
     cmd[cmd.index("--dataroot") + 1] = str(tmp_path / "nowhere")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == f"gantk: error: --dataroot {tmp_path / 'nowhere'}: no such folder"

@@ -67,8 +67,10 @@ def launch(nproc: int, argv: list[str]) -> None:
     try:
         run(args)
     except ChildFailedError as e:
-        ranks = ", ".join(f"rank {r} (exit code {f.exitcode})" for r, f in sorted(e.failures.items()))
-        raise GantkError(f"training stopped: {ranks} failed (the reason is printed above by the process)") from None
+        failed = [f"rank {r} (exit code {f.exitcode})" for r, f in sorted(e.failures.items()) if f.exitcode >= 0]
+        stopped = [f"rank {r}" for r, f in sorted(e.failures.items()) if f.exitcode < 0]  # ended by the launcher
+        raise GantkError(f"training stopped: {', '.join(failed) or 'a process'} failed (the reason is printed above "
+                         f"by the process){'; stopped ' + ', '.join(stopped) if stopped else ''}") from None
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)

@@ -164,9 +164,10 @@ def check_losses(losses: dict, epoch: int, steps: int, folder: Path) -> None:
     """Stop on the first non-finite loss, before anything is saved."""
     bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
     if bad:
+        kept = f"{folder / LATEST} keeps the last good state" if (folder / LATEST).is_file() else \
+            "no state had been saved yet"
         raise GantkError(f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}) at epoch {epoch}, "
-                         f"iteration {steps}: stopped without saving; {folder / LATEST} keeps the last good state "
-                         "(try a lower --lr)")
+                         f"iteration {steps}: stopped without saving; {kept} (try a lower --lr)")
 
 
 def _train(cfg: TrainConfig, rank: int, world: int) -> Path:
