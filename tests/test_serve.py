@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -142,6 +143,22 @@ def test_serve_answers_http_and_grpc_like_the_generator(exported, tmp_path):
             out = infer(client, {"input": data})
             assert out.shape == (len(data), 3, 48, 64)
             assert np.abs(out - expected[:len(data)]).max() < 1e-4  # ONNX Runtime fp32 vs PyTorch
+        # health and metadata endpoints
+        assert http_client.is_server_live() and grpc_client.is_server_ready() and grpc_client.is_model_ready("gen")
+        meta = http_client.get_model_metadata("gen")
+        assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [("input", "FP32")]
+        # concurrent requests (dynamic batching may group them): each gets its own image's answer
+        frames = [x * s for s in (1.0, -1.0, 0.5, -0.5, 0.25, 0.0)]
+        with torch.no_grad():
+            want = load_file(pth).net(torch.from_numpy(np.concatenate(frames))).numpy()
+        with ThreadPoolExecutor(len(frames)) as pool:
+            got = list(pool.map(lambda f: infer(grpc_client, {"input": f}), frames))
+        assert max(np.abs(g[0] - w).max() for g, w in zip(got, want)) < 1e-4
+        # a batch over --max_batch is refused, over both protocols, and the server goes on serving
+        for client in (http_client, grpc_client):
+            with pytest.raises(Exception, match="(?i)batch"):
+                infer(client, {"input": np.concatenate([x] * 5)})
+        assert np.abs(infer(http_client, {"input": x}) - expected[:1]).max() < 1e-4
 
 
 def test_serve_a_released_multimodal_generator_in_pytorch(tmp_path):
