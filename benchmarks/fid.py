@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -72,18 +73,21 @@ def write_crops(folder: Path, n: int, size: int, seed: int, look=None) -> Path:
 
 
 def timed_eval(fake: Path, real: Path, cache: Path, out: Path, args) -> dict:
-    """One `gantk eval` in a fresh process: wall seconds, load average around it, its record."""
+    """One `gantk eval` in a fresh process: wall seconds, CPU seconds it used (all its threads: what other
+    processes took from it does not count), the load average around it, its record."""
     cmd = [sys.executable, "-m", "gantk", "eval", "--results", str(fake), "--reference", str(real),
            "--inception-weights", args.inception_weights, "--fid-backend", args.fid_backend,
            "--batch-size", str(args.batch_size), "--cache-dir", str(cache), "--out", str(out)]
-    load = os.getloadavg()[0]
+    load, before = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if proc.returncode:
         raise SystemExit(f"gantk eval failed: {proc.stderr.strip().splitlines()[-1]}")
     doc = json.loads(out.read_text())
-    return {"seconds": round(wall, 2), "load_avg_1min_before": load, "load_avg_1min_after": os.getloadavg()[0],
+    return {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 1), "load_avg_1min_before": load, "load_avg_1min_after": os.getloadavg()[0],
             "features_from": doc["features_from"], "fid": doc["fid"], "kid": doc["kid"],
             "command": shlex.join(["python", "-m", "gantk", *cmd[3:]])}
 
@@ -137,11 +141,11 @@ def write_results(doc: dict, out: Path) -> None:
              + (" (random weights: timings only, FID values meaningless)" if doc["inception_weights"] == "random"
                 else ""), "",
              f"Command: `{doc['command']}`", "",
-             "| run | seconds | features computed | load avg (1 min) before / after | FID |",
-             "|---|---:|---|---|---:|"]
+             "| run | seconds | CPU seconds | features computed | load avg (1 min) before / after | FID |",
+             "|---|---:|---:|---|---|---:|"]
     for name, r in runs.items():
         computed = [k for k, v in r["features_from"].items() if v == "computed"]
-        lines.append(f"| {name} | {r['seconds']:.1f} | {', '.join(computed) or 'none'} | "
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {', '.join(computed) or 'none'} | "
                      f"{r['load_avg_1min_before']:.2f} / {r['load_avg_1min_after']:.2f} | {r['fid']:.3f} |")
     lines += ["", "Inception per image (32-image batch, 299 px): "
               + ", ".join(f"{k} {v['ms_per_image']} ms" for k, v in doc["backends"].items())]
