@@ -87,8 +87,8 @@ def timed_eval(fake: Path, real: Path, cache: Path, out: Path, args) -> dict:
     if proc.returncode:
         raise SystemExit(f"gantk eval failed: {proc.stderr.strip().splitlines()[-1]}")
     doc = json.loads(out.read_text())
-    return {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 1), "load_avg_1min_before": load, "load_avg_1min_after": os.getloadavg()[0],
-            "features_from": doc["features_from"], "fid": doc["fid"], "kid": doc["kid"],
+    return {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 1), "load_avg_1min_before": load,
+            "load_avg_1min_after": os.getloadavg()[0], "features_from": doc["features_from"], "fid": doc["fid"], "kid": doc["kid"],
             "command": shlex.join(["python", "-m", "gantk", *cmd[3:]])}
 
 

@@ -212,7 +212,8 @@ def _openvino():
 
 def openvino_ir_path(cache: str | Path, weights_sha256: str) -> Path:
     """Where the OpenVINO conversion of the network with these weights is kept in a cache folder."""
-    return Path(cache) / "openvino" / f"fid_inception-{weights_sha256[:16]}-ov{_openvino().__version__.split('-')[0]}.xml"
+    version = _openvino().__version__.split("-")[0]  # "2026.4.1-22982-e213a14-releases/2026/4": the release
+    return Path(cache) / "openvino" / f"fid_inception-{weights_sha256[:16]}-ov{version}.xml"
 
 
 def feature_extractor(net: FIDInceptionV3, backend: str = "torch", ir_path: str | Path | None = None
