@@ -356,10 +356,10 @@ def format_table(doc: dict) -> str:
         ("lpips", "LPIPS", ".4f"), ("l1", "L1", ".4f")) if k in doc["mean"]]
     if doc["mode"] == "diversity":
         columns[0:0] = [("samples", "samples", "d")]
-    width = max(len("baseline"), *(len(r["name"]) for r in rows))
+    baseline = [{"name": "baseline", **doc["baseline"]["mean"]}] if "baseline" in doc else []
+    width = max(len("mean"), *(len(r["name"]) for r in rows + baseline))
     lines = [f"{'image' if doc['mode'] == 'paired' else 'input':<{width}}"
              + "".join(f"  {label:>8}" for _, label, _ in columns)]
-    baseline = [{"name": "baseline", **doc["baseline"]["mean"]}] if "baseline" in doc else []
     for r in [*rows, {"name": "mean", **doc["mean"]}, *baseline]:
         lines.append(f"{r['name']:<{width}}" + "".join(f"  {r[k]:>8{fmt}}" if k in r else f"  {'':>8}"
                                                        for k, _, fmt in columns))
