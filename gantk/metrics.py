@@ -132,9 +132,9 @@ def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "eigh", eps: float = 1e-6) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
     ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrtm(sigma1 sigma2)). `method` "eigh" (default, exact for any
-    PSD covariances, seconds at 2048-d): Tr sqrtm(S1 S2) = sum of sqrt(eigenvalues of sqrt(S1) S2 sqrt(S1)),
+    PSD covariances): Tr sqrtm(S1 S2) = sum of sqrt(eigenvalues of sqrt(S1) S2 sqrt(S1)),
     symmetric eigendecompositions only, tiny negative eigenvalues from rounding clipped to 0. "sqrtm":
-    pytorch-fid's route (scipy sqrtm of the product, minutes at 2048-d; `eps` on both diagonals when it is
+    pytorch-fid's route (scipy sqrtm of the product, slower; `eps` on both diagonals when it is
     not finite, small imaginary parts dropped, large ones an error), kept for cross-checks."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
