@@ -252,6 +252,22 @@ def test_lpips_of_each_artifact_is_recorded_and_a_quality_gate_fails_like_a_pari
     assert failed["quality"]["gate"] == {"lpips": 0} and [r["gate_passed"] for r in failed["parity"]] == [False, False]
 
 
+def test_fid_change_is_recorded_and_gated(tmp_path, weights, capsys, photos):
+    """--eval_images with (random) Inception weights: the ONNX file's FID change against eager is ~0 (its outputs
+    differ by rounding), recorded with both FIDs; a gate below it (fid=-1) fails the export in one line."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i, p in enumerate(sample_photos(3)):
+        p.resize((64, 64)).save(refs / f"{i}.png")
+    args = export_args(weights[0], tmp_path / "exp", "onnx", "--eval_images", str(refs), "--inception-weights", "random")
+    assert main(args + ["--quality_gate", "fid=-1"]) == 2
+    assert "quality gate FAILED for first.onnx [FID change " in one_line_error(capsys)
+    fid = json.loads((tmp_path / "exp.parity-failed" / "manifest.json").read_text())["parity"][0]["fid"]
+    assert fid["images"] == 4 and fid["reference_images"] == 3 and fid["eager"] > 0
+    assert fid["change"] == pytest.approx(fid["artifact"] - fid["eager"]) and abs(fid["change"]) < 1e-3 * fid["eager"]
+    assert not (tmp_path / "exp").exists()
+
+
 def test_quality_options_fail_in_one_line_before_any_work(tmp_path, weights, capsys, monkeypatch):
     monkeypatch.delenv("GANTK_LPIPS", raising=False)
     monkeypatch.delenv("GANTK_LPIPS_BACKBONE", raising=False)
