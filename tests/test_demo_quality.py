@@ -50,8 +50,8 @@ def test_baseline_scores_the_inputs_against_the_targets(sample_data, tmp_path, c
 
 @pytest.mark.slow
 def test_a_short_training_run_beats_the_identity_baseline(sample_data, tmp_path):
-    """Training works: after 800 iterations at 32 px (ngf/ndf 8, lr 5e-4, 10 epochs + 10 of linear decay; about
-    two minutes on two idle CPU cores) G_A(testA) is closer to vintage(testA) than testA itself. Measured: 20.85 dB
+    """Training works: after 800 iterations at 32 px (ngf/ndf 8, lr 5e-4, 10 epochs + 10 of linear decay; 50 s
+    on two quiet CPU cores, up to 6 min when they are shared) G_A(testA) is closer to vintage(testA) than testA itself. Measured: 20.85 dB
     (seed 0; 20.00 dB with --seed 1) against the identity baseline's 19.48 dB. Shorter or constant-rate runs did not
     beat it (200-600 iterations at ngf 4-24: 16.4-19.4 dB; 6 + 6 epochs: 18.75 dB), so this is the shortest run
     found that shows learning."""
