@@ -401,7 +401,15 @@ def serve_cmd(export_dir, artifact, model_name, host, http_port, grpc_port, metr
 
 
 @cli.command("eval")
-@click.option("--results", required=True, type=click.Path(), help="folder of translated images (translate's images/)")
+@click.option("--results", type=click.Path(), help="folder of translated images (translate's images/)")
+@click.option("--name", default=None, help="instead of --results: translate this experiment's --dataroot "
+              "<phase> split, then score it (pix2pix: --paired; BicycleGAN: --diversity, 20 samples; CycleGAN: "
+              "FID/KID against the other domain's <phase> images)")
+@click.option("--dataroot", type=click.Path(file_okay=False), default=None, help="with --name: the data set")
+@click.option("--checkpoints_dir", default="./checkpoints", show_default=True)
+@click.option("--epoch", default="latest", show_default=True, help="with --name: which saved epoch")
+@click.option("--direction", type=click.Choice(DIRECTIONS), default="AtoB", show_default=True)
+@click.option("--phase", default="test", show_default=True)
 @click.option("--reference", type=click.Path(), default=None, help="folder of reference images (paired: matched by "
               "file name; default with --paired: the <stem>_target images beside <stem>_fake in --results)")
 @click.option("--paired", is_flag=True, help="PSNR, SSIM, MAE (+ LPIPS) per matched pair; without it FID and KID")
@@ -435,9 +443,42 @@ def eval_cmd(**o):
     """Score translated images: PSNR/SSIM/MAE/LPIPS against paired references, FID/KID against a reference set,
     or the LPIPS diversity of BicycleGAN samples."""
     from gantk.evaluate import format_table, run_eval
+    experiment = {k: o.pop(k) for k in ("name", "dataroot", "checkpoints_dir", "epoch", "direction", "phase")}
+    if experiment["name"]:
+        o.update(_translate_for_eval(o, **experiment))
+    elif not o["results"]:
+        raise GantkError("give --results DIR (translated images) or --name NAME --dataroot DIR (an experiment)")
     doc, out = run_eval(**o, log=lambda msg: click.echo(msg, err=True))  # progress and notes
     click.echo(format_table(doc))
     click.echo(f"wrote {out}")
+
+
+def _translate_for_eval(o: dict, name, dataroot, checkpoints_dir, epoch, direction, phase) -> dict:
+    """`gantk eval --name`: translate the experiment's <phase> split into results/<name>/eval_<epoch>, and the
+    run_eval options that score it the way its family is scored."""
+    from gantk.models import load
+    from gantk.translate import run_translate
+    if o["results"] or o["reference"] or o["paired"] or o["diversity"]:
+        raise GantkError("--name translates and scores the experiment itself: drop --results, --reference, "
+                         "--paired and --diversity")
+    if not dataroot or not Path(dataroot).is_dir():
+        raise GantkError(f"--name needs --dataroot: the data set folder{f' ({dataroot} is none)' if dataroot else ''}")
+    family = load(name, checkpoints_dir, epoch, direction).family
+    if family.inference == "none":
+        raise GantkError(f"--name {name}: {family.name} has no image-to-image inference to score")
+    root, (src, dst) = Path(dataroot), ("A", "B") if direction == "AtoB" else ("B", "A")
+    unpaired = (root / f"{phase}{src}").is_dir()  # as translate reads it: <phase>A/ first, then <phase>/ pairs
+    if family.inference != "sample" and not (unpaired and (root / f"{phase}{dst}").is_dir() or (root / phase).is_dir()):
+        raise GantkError(f"--dataroot {dataroot}: neither {phase}/ (A|B pairs) nor {phase}{src}/ and {phase}{dst}/")
+    out = run_translate(name=name, checkpoints_dir=checkpoints_dir, epoch=epoch, direction=direction,
+                        dataroot=dataroot, phase=phase, num_test=-1, device=o["device"],
+                        output=str(Path("results") / name / f"eval_{epoch}"),
+                        **({"n_samples": 20} if family.inference == "sample" else {}))
+    images = str(out / "images")
+    if family.inference == "sample":
+        return {"results": images, "diversity": True}
+    return {"results": images, "reference": str(root / f"{phase}{dst}")} if unpaired else \
+        {"results": images, "paired": True}
 
 
 def _one_line(e: Exception) -> str:

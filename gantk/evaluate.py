@@ -316,6 +316,11 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
             doc["baseline"] = evaluate_paired(inputs, log, net)
     else:
         res_files = _listing(results, "--results")
+        fakes = [f for f in res_files if f.stem.endswith(FAKE)]
+        if fakes and len(fakes) < len(res_files):  # translate's images/: its inputs and targets are no results
+            log(f"note: scoring the {len(fakes)} <stem>{FAKE} images of --results (translate's outputs), not the "
+                f"{len(res_files) - len(fakes)} inputs/targets beside them")
+            res_files = fakes
         if reference is None:
             raise GantkError("FID/KID compare two sets: give --reference DIR (or --paired for PSNR/SSIM/MAE)")
         ref_files = _listing(reference, "--reference")

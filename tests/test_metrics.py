@@ -415,3 +415,33 @@ def test_eval_lpips_errors_are_one_line_before_any_work(tmp_path, capsys, monkey
     Image.new("RGB", (30, 30)).save(ref / "x0.png")
     assert "31 px" in one_line_error(capsys, ["eval", *o, "--lpips-weights", "random", "--lpips-backbone", "random"])
     assert not (tmp_path / "e.json").exists()
+
+
+def test_eval_name_translates_the_test_split_and_scores_only_its_outputs(sample_data, tmp_path, capsys, monkeypatch):
+    """`gantk eval --name` on a CycleGAN experiment: translate testA, then FID/KID of the translations (not the
+    inputs beside them) against testB, equal to the figure computed directly from the same stand-in features."""
+    from conftest import tiny_args
+    import gantk.nn.inception as inception
+    pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+    monkeypatch.setattr(inception, "load_fid_inception", lambda weights, device: pool)
+    root = sample_data["unaligned"]
+    assert main(tiny_args(root, tmp_path / "ck", max_iters=1)) == 0
+    monkeypatch.chdir(tmp_path)
+    o = ["--inception-weights", "random", "--fid-backend", "torch", "--no-cache", "--kid-subsets", "3"]
+    assert main(["eval", "--name", "t", "--dataroot", str(root), "--checkpoints_dir", str(tmp_path / "ck"), *o]) == 0
+    images = tmp_path / "results" / "t" / "eval_latest" / "images"
+    doc = json.loads((images / "eval.json").read_text())
+    fakes, refs = sorted(images.glob("*_fake.png")), sorted((root / "testB").iterdir())
+    assert doc["mode"] == "unpaired" and doc["reference"] == str(root / "testB")
+    assert doc["protocol"]["images"] == {"results": len(fakes), "reference": len(refs)} and len(fakes) > 1
+    with torch.no_grad():
+        feats = [np.concatenate([pool(metrics.fid_input(np.asarray(Image.open(f).convert("RGB")))[None]).numpy()
+                                 for f in files]) for files in (fakes, refs)]
+    assert doc["fid"] == pytest.approx(metrics.fid_from_features(*feats), rel=1e-5)
+    assert "not the" in capsys.readouterr().err  # the note: the inputs beside the outputs are left out
+    for argv, needle in ((["--name", "t"], "--name needs --dataroot"),
+                         (["--name", "t", "--dataroot", str(root), "--paired"], "drop --results, --reference"),
+                         ([], "give --results DIR")):
+        assert main(["eval", *argv, "--checkpoints_dir", str(tmp_path / "ck")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gantk: error:") and err.count("\n") == 1 and needle in err, err
