@@ -34,7 +34,7 @@ from gantk import metrics
 from gantk.errors import GantkError
 from gantk.export.spec import ExportSpec
 from gantk.io import list_images, load_image, pil_to_tensor
-from gantk.nn.weights import RANDOM_WEIGHTS
+from gantk.nn.weights import weights_record
 
 THRESHOLDS = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}, "bf16": {"psnr": 32.0}}
 PSNR_CAP = 150.0
@@ -219,7 +219,7 @@ def load_quality(lpips_net: str = "alex", lpips_weights: str | None = None, lpip
         if small:
             raise GantkError(f"--lpips-net {lpips_net} needs images of at least {NETS[lpips_net].min_size} px, "
                              f"got size {small[0]}")
-        record.update(lpips={"net": lpips_net, "version": "0.1", "weights": _where(heads), "backbone": _where(backbone),
+        record.update(lpips={"net": lpips_net, "version": "0.1", "weights": weights_record(heads), "backbone": weights_record(backbone),
                              "protocol": "artifact output vs eager output, [-1, 1], full size; mean over the batch"})
     else:
         record["lpips"] = LPIPS_NOTE
@@ -247,16 +247,11 @@ def load_quality(lpips_net: str = "alex", lpips_weights: str | None = None, lpip
         quality.reference = metrics.extract_features(
             quality.inception, (pil_to_tensor(load_image(f, "RGB")) for f in files), device=device)
         record["fid"] = {"reference": str(Path(eval_images).resolve()), "reference_images": len(files),
-                         "weights": _where(weights), "protocol": "FID(artifact outputs, reference) - FID(eager outputs, "
+                         "weights": weights_record(weights), "protocol": "FID(artifact outputs, reference) - FID(eager outputs, "
                          "reference), outputs of every parity size pooled; " + metrics.PROTOCOL["features"]}
     if limits:
         record["gate"] = limits
     return quality
-
-
-def _where(weights: str) -> str:
-    """A weights file as an absolute path for the manifest; the "random" test switch as it is."""
-    return weights if weights == RANDOM_WEIGHTS else str(Path(weights).resolve())
 
 
 LPIPS_NOTE = ("LPIPS left out: give --lpips-weights (the published v0.1 heads) and --lpips-backbone "

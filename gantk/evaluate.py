@@ -29,6 +29,7 @@ from gantk import metrics
 from gantk.checkpoints import save_files, sha256_file
 from gantk.errors import GantkError
 from gantk.io import check_writable, list_images, load_image, pil_to_tensor
+from gantk.nn.weights import weights_record
 
 FAKE, TARGET, REAL = "_fake", "_target", "_real"
 SAMPLE = re.compile(r"^(?P<stem>.+)_random_sample(?P<index>\d+)$")  # translate's BicycleGAN outputs
@@ -191,13 +192,8 @@ def _lpips(net: str, heads: str | None, backbone: str | None, sizes, dev, log, p
         raise GantkError(f"--lpips-net {net} needs images of at least {NETS[net].min_size} px a side, got "
                          f"{small[0]}")
     return load_lpips(net, heads, backbone, dev), {**{k: metrics.PROTOCOL[k] for k in protocol}, "lpips_net": net,
-                                                   "lpips_version": "0.1", "lpips_weights": _where(heads),
-                                                   "lpips_backbone": _where(backbone)}
-
-
-def _where(weights: str) -> str:
-    """A weights file as an absolute path for the record; the "random" switch as it is."""
-    return weights if weights == "random" else os.path.abspath(weights)
+                                                   "lpips_version": "0.1", "lpips_weights": weights_record(heads),
+                                                   "lpips_backbone": weights_record(backbone)}
 
 
 def _tensors(files: list[Path]):
@@ -332,7 +328,7 @@ def run_eval(results, reference=None, paired: bool = False, diversity: bool = Fa
         digest = "random" if weights == "random" else sha256_file(weights)
         key_protocol = {"resize": fid_resize, "weights_sha256": digest, "backend": backend}
         protocol.update(fid_resize=fid_resize, images={"results": len(res_files), "reference": len(ref_files)},
-                        weights=_where(weights), weights_file=Path(weights).name, weights_sha256=digest[:8],
+                        weights=weights_record(weights), weights_file=Path(weights).name, weights_sha256=digest[:8],
                         fid_backend=backend, kid_subsets=kid_subsets, kid_subset_size=size, kid_seed=seed)
         if min(len(res_files), len(ref_files)) < 2048:
             log(f"note: FID from fewer than 2048 images per set ({len(res_files)}, {len(ref_files)}) is biased "

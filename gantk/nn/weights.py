@@ -17,3 +17,8 @@ def resolve_weights(weights: str | None, option: str, env: str, url: str, what: 
     if w != RANDOM_WEIGHTS and not Path(w).is_file():
         raise GantkError(f"{option} {w}: no such file ({what}: {url})")
     return w
+
+
+def weights_record(weights: str) -> str:
+    """A weights file as recorded beside a result (an absolute path); the RANDOM_WEIGHTS switch as it is."""
+    return weights if weights == RANDOM_WEIGHTS else os.path.abspath(weights)
