@@ -6,7 +6,6 @@ artifact, how it is opened as a runner, and why it cannot run here. Adding a bac
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,7 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.export.spec import ExportSpec, on_device
-
-
-def _missing(*packages: str) -> str | None:
-    """A reason naming the first package that is not installed (None: all are)."""
-    for pkg in packages:
-        if importlib.util.find_spec(pkg) is None:
-            extra = {"tensorrt": "trt", "openvino": "openvino"}.get(pkg, "export")
-            return f"{pkg} is not installed (pip install 'gantk[{extra}]')"
-    return None
+from gantk.runtime import missing
 
 
 @dataclass(frozen=True)
@@ -39,7 +30,7 @@ class Artifact:
     def unavailable(self, device: torch.device | str) -> str | None:
         if self.device == "cuda" and not torch.cuda.is_available():
             return f"{self.format} needs an NVIDIA GPU with CUDA"
-        return _missing(*self.packages)
+        return missing(*self.packages)
 
 
 def smallest_size(spec: ExportSpec, limit: int = 4096) -> int:
@@ -187,9 +178,8 @@ class Runtime:
             return reason
         if self.provider != "CPUExecutionProvider" and device.type != "cuda":
             return f"{self.provider} runs on a CUDA device (--device cuda)"
-        missing = _missing("onnxruntime")
-        if missing:
-            return missing
+        if missing("onnxruntime"):
+            return missing("onnxruntime")
         import onnxruntime as ort
         if self.provider not in ort.get_available_providers():
             return f"onnxruntime here has no {self.provider} (install onnxruntime-gpu on a CUDA machine)"

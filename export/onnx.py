@@ -12,16 +12,13 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.export.spec import ExportSpec, on_device
+from gantk.runtime import require_module
 
 DEFAULT_OPSET = 17
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise GantkError("ONNX export needs the onnx package: pip install 'gantk[export]'") from None
-    return onnx
+    return require_module("onnx", "ONNX export")
 
 
 def export_onnx(spec: ExportSpec, path: str | Path, opset: int = DEFAULT_OPSET, size: int | None = None) -> Path:

@@ -13,22 +13,15 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.export.runners import Runner, numpy_feeds
+from gantk.runtime import require_module
 
 METADATA_KEY = "gantk_metadata"
 HINTS = ("LATENCY", "THROUGHPUT")
 
 
-def _openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise GantkError("OpenVINO is not installed: pip install 'gantk[openvino]'") from None
-    return openvino
-
-
 def export_openvino(onnx_path: str | Path, path: str | Path, metadata: dict) -> Path:
     """Convert an ONNX file to OpenVINO IR at `path` (.xml, weights beside it in .bin, kept in fp32)."""
-    ov = _openvino()
+    ov = require_module("openvino", "OpenVINO export")
     path = Path(path)
     try:
         model = ov.convert_model(str(onnx_path))
@@ -45,7 +38,7 @@ class OpenVinoRunner(Runner):
     backend = "openvino-cpu"
 
     def __init__(self, path: str | Path, threads: int = 0, hint: str = "LATENCY"):
-        ov = _openvino()
+        ov = require_module("openvino", "OpenVINO runner")
         if hint not in HINTS:
             raise GantkError(f"OpenVINO performance hint {hint!r}: expected one of {', '.join(HINTS)}")
         path = Path(path)

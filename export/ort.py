@@ -8,6 +8,7 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.export.runners import Runner, numpy_feeds
+from gantk.runtime import require_module
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"],
              "cuda": [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"],
@@ -18,10 +19,7 @@ class OrtRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, providers: list | None = None, device: str = "cpu", threads: int = 0):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise GantkError("ONNX Runtime is not installed: pip install 'gantk[export]'") from None
+        ort = require_module("onnxruntime", "ONNX Runtime runner")
         from gantk.export.onnx import load_onnx, read_metadata
         model = load_onnx(path)
         super().__init__(path, read_metadata(model))

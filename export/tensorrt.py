@@ -14,14 +14,11 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.export.runners import Runner, read_sidecar
+from gantk.runtime import require_module
 
 
 def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise GantkError(f"TensorRT is not installed ({e}); install the NVIDIA wheels: pip install 'gantk[trt]'") from None
-    return trt
+    return require_module("tensorrt", "TensorRT")
 
 
 SUPPORTED_MAJORS = (10, 11)

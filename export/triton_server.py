@@ -6,18 +6,16 @@ import shutil
 from pathlib import Path
 
 from gantk.errors import GantkError
+from gantk.runtime import require_module
 
 PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan", ".engine": "tensorrt_plan"}
 
 
 def _proto():
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise GantkError("Triton model repositories need Triton's ModelConfig proto: pip install "
-                         "'tritonclient[grpc]' (in gantk[export])") from None
-    return model_config_pb2, text_format
+    """Triton's ModelConfig proto and protobuf's text_format (both come with tritonclient[grpc])."""
+    purpose = "Triton model repositories (Triton's ModelConfig proto)"
+    return (require_module("tritonclient.grpc.model_config_pb2", purpose),
+            require_module("google.protobuf.text_format", purpose))
 
 
 def tensor_dims(metadata: dict) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:

@@ -3,14 +3,50 @@ from __future__ import annotations
 
 import datetime
 import functools
+import importlib
+import importlib.util
 import os
 import platform
+from types import ModuleType
 
 import torch
 
 from gantk.errors import GantkError
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "triton")
+# the gantk extra that installs each optional package (by its import name); any other: 'export'
+EXTRAS = {"openvino": "openvino", "tensorrt": "trt", "pytriton": "serve", "tensorboard": "tensorboard"}
+
+
+def not_installed(package: str) -> str:
+    """The one-line reason for a missing optional package, naming the extra that installs it."""
+    return f"{package} is not installed (pip install 'gantk[{EXTRAS.get(package, 'export')}]')"
+
+
+def missing(*packages: str) -> str | None:
+    """`not_installed` of the first of `packages` (import names) not installed here; None: all are. Finds,
+    does not import."""
+    return next((not_installed(p) for p in packages if importlib.util.find_spec(p) is None), None)
+
+
+def optional_module(name: str) -> ModuleType | None:
+    """The module `name` (dotted names too) imported, or None where it or what it needs is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def require_module(name: str, purpose: str) -> ModuleType:
+    """The module `name` imported, or a one-line GantkError '<purpose>: <package> is not installed (pip install
+    ...)' (or, where the package is there but does not import, the import's own error)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        package = name.split(".")[0]
+        reason = (not_installed(package) if importlib.util.find_spec(package) is None
+                  else f"{package} is installed but does not import ({e})")
+        raise GantkError(f"{purpose}: {reason}") from None
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -7,7 +7,6 @@ so one client serves both. It runs an artifact of an export folder (ONNX Runtime
 the released .safetensors, through `load_runner`) or a generator file / experiment in PyTorch eager."""
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import json
 import os
@@ -20,15 +19,13 @@ from gantk.errors import GantkError
 from gantk.export.backends import ARTIFACTS
 from gantk.export.runners import Runner, load_runner
 from gantk.export.triton_server import check_model_name, preferred_batch_sizes, tensor_dims
+from gantk.runtime import require_module
 
 PREFERENCE = ("trt-fp16", "trt", "onnx", "aoti", "openvino", "safetensors")  # served when --artifact is not given
 
 
 def check_pytriton() -> None:
-    try:
-        importlib.import_module("pytriton.triton")
-    except ImportError as e:
-        raise GantkError(f"gantk serve needs PyTriton ({e}): pip install 'gantk[serve]'") from None
+    require_module("pytriton.triton", "gantk serve (PyTriton)")
 
 
 def check_address(host: str, ports: dict[str, int]) -> None:

@@ -188,4 +188,4 @@ def test_no_held_out_split_or_no_tensorboard_is_one_line(sample_data, tmp_path, 
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     fail(capsys, tiny_args(sample_data["unaligned"], tmp_path, tensorboard=True),
-         "--tensorboard needs the tensorboard package", tmp_path / "t")
+         "--tensorboard: tensorboard is not installed (pip install 'gantk[tensorboard]')", tmp_path / "t")

@@ -20,6 +20,7 @@ from gantk.checkpoints import (TRAIN_STATE_FORMAT, describe_generator, generator
 from gantk.errors import CheckpointError, GantkError
 from gantk.models.registry import Family, get_family
 from gantk.nn.inference import prepare_for_inference
+from gantk.runtime import require_module
 
 SIDECAR_FORMAT = "gantk-net-v1"
 
@@ -61,11 +62,8 @@ def read_sidecar(path: Path) -> dict:
 
 
 def _safetensors():
-    try:
-        import safetensors.torch
-    except ImportError:
-        raise GantkError("safetensors files need the safetensors package: pip install 'gantk[export]'") from None
-    return safetensors
+    """safetensors.torch (save, safe_open), or a one-line error naming the extra."""
+    return require_module("safetensors.torch", "safetensors files")
 
 
 def write_safetensors(net: nn.Module, path: str | Path, family: str, which: str = "G", **extra: str) -> Path:
@@ -75,7 +73,7 @@ def write_safetensors(net: nn.Module, path: str | Path, family: str, which: str 
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {"format": SIDECAR_FORMAT, "family": family, "net": which, "arch": json.dumps(getattr(net, "arch", {})),
             **extra}
-    return save_files({Path(path): st.torch.save(tensors, metadata=meta)}, checksum=False)[0]
+    return save_files({Path(path): st.save(tensors, metadata=meta)}, checksum=False)[0]
 
 
 def read_safetensors(path: str | Path) -> tuple[dict, dict]:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from gantk.checkpoints import load_state_dict_checked, read_checkpoint
 from gantk.errors import GantkError
+from gantk.runtime import optional_module, require_module
 from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights
 
 log = logging.getLogger("gantk.inception")
@@ -197,17 +198,14 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         return "openvino" if cpu and _openvino() is not None else "torch"
     if backend == "openvino" and not cpu:
         raise GantkError(f"--fid-backend openvino runs on the CPU, not on {device}; use --fid-backend torch")
-    if backend == "openvino" and _openvino() is None:
-        raise GantkError("--fid-backend openvino: OpenVINO is not installed (pip install 'gantk[openvino]')")
+    if backend == "openvino":
+        require_module("openvino", "--fid-backend openvino")
     return backend
 
 
 def _openvino():
-    try:
-        import openvino
-        return openvino
-    except ImportError:
-        return None
+    """The openvino module, or None (benchmarks/fid.py asks too)."""
+    return optional_module("openvino")
 
 
 def openvino_ir_path(cache: str | Path, weights_sha256: str) -> Path:

@@ -3,15 +3,14 @@ same in a TensorBoard log on request."""
 from __future__ import annotations
 
 import html
-import importlib
 import json
 import logging
 import time
 from pathlib import Path
 
 from gantk.config import EVAL_DIRECTIONS
-from gantk.errors import GantkError
 from gantk.io import image_grid, save_image
+from gantk.runtime import require_module
 
 log = logging.getLogger("gantk.train")
 EVAL_LOG, EVAL_CURVE = "eval.jsonl", "eval_curve.png"
@@ -19,10 +18,7 @@ EVAL_LOG, EVAL_CURVE = "eval.jsonl", "eval_curve.png"
 
 def require_tensorboard() -> None:
     """One-line error when --tensorboard is given without the tensorboard package."""
-    try:
-        importlib.import_module("torch.utils.tensorboard")
-    except ImportError:
-        raise GantkError("--tensorboard needs the tensorboard package: pip install 'gantk[tensorboard]'") from None
+    require_module("tensorboard", "--tensorboard")
 
 
 class Reporter:
