@@ -457,7 +457,7 @@ def _translate_for_eval(o: dict, name, dataroot, checkpoints_dir, epoch, directi
     """`gantk eval --name`: translate the experiment's <phase> split into results/<name>/eval_<epoch>, and the
     run_eval options that score it the way its family is scored."""
     from gantk.models import load
-    from gantk.translate import run_translate
+    from gantk.translate import dataroot_folder, run_translate
     if o["results"] or o["reference"] or o["paired"] or o["diversity"]:
         raise GantkError("--name translates and scores the experiment itself: drop --results, --reference, "
                          "--paired and --diversity")
@@ -466,9 +466,10 @@ def _translate_for_eval(o: dict, name, dataroot, checkpoints_dir, epoch, directi
     family = load(name, checkpoints_dir, epoch, direction).family
     if family.inference == "none":
         raise GantkError(f"--name {name}: {family.name} has no image-to-image inference to score")
-    root, (src, dst) = Path(dataroot), ("A", "B") if direction == "AtoB" else ("B", "A")
-    unpaired = (root / f"{phase}{src}").is_dir()  # as translate reads it: <phase>A/ first, then <phase>/ pairs
-    if family.inference != "sample" and not (unpaired and (root / f"{phase}{dst}").is_dir() or (root / phase).is_dir()):
+    (src, dst), root = ("A", "B") if direction == "AtoB" else ("B", "A"), Path(dataroot)
+    folder, paired = dataroot_folder(dataroot, phase, direction)  # what translate reads
+    unpaired = folder != root and not paired
+    if family.inference != "sample" and not (paired or unpaired and (root / f"{phase}{dst}").is_dir()):
         raise GantkError(f"--dataroot {dataroot}: neither {phase}/ (A|B pairs) nor {phase}{src}/ and {phase}{dst}/")
     out = run_translate(name=name, checkpoints_dir=checkpoints_dir, epoch=epoch, direction=direction,
                         dataroot=dataroot, phase=phase, num_test=-1, device=o["device"],

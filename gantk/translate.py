@@ -260,9 +260,21 @@ def translate_images(net: nn.Module, items, out_dir: str | Path, title: str, til
     return written
 
 
+def dataroot_folder(dataroot, phase: str, direction: str) -> tuple[Path, bool]:
+    """(the folder of a --dataroot that translate reads, whether its files are A|B pairs): <phase>A/ (<phase>B/
+    for BtoA) first, then <phase>/ as pairs (the aligned layout), else the folder itself."""
+    root = Path(dataroot)
+    sub = root / f"{phase}{'A' if direction == 'AtoB' else 'B'}"
+    if sub.is_dir():
+        return sub, False
+    if (root / phase).is_dir():
+        return root / phase, True
+    return root, False
+
+
 def input_files(input_path, dataroot, phase, direction, aligned=False) -> tuple[list[Path], bool]:
-    """(image files, whether each holds an A|B pair side by side). A --dataroot in the aligned layout
-    (<phase>/ with A|B files, no <phase>A/) is read as pairs."""
+    """(image files, whether each holds an A|B pair side by side). A --dataroot is read as `dataroot_folder`
+    says."""
     from gantk.io import is_image_file, list_images
     if input_path:
         p = Path(input_path)
@@ -274,13 +286,8 @@ def input_files(input_path, dataroot, phase, direction, aligned=False) -> tuple[
             raise GantkError(f"--input {p}: no such file or folder")
         return list_images(p), aligned
     if dataroot:
-        root = Path(dataroot)
-        sub = root / f"{phase}{'A' if direction == 'AtoB' else 'B'}"
-        if sub.is_dir():
-            return list_images(sub), aligned
-        if (root / phase).is_dir():
-            return list_images(root / phase), True
-        return list_images(root), aligned
+        folder, pairs = dataroot_folder(dataroot, phase, direction)
+        return list_images(folder), aligned or pairs
     raise GantkError("give --input (image or folder) or --dataroot (data set)")
 
 
