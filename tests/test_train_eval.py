@@ -95,7 +95,7 @@ def test_bicyclegan_scores_its_encoded_sample(sample_data, tmp_path):
 def scripted(monkeypatch, values):
     """CycleGAN's scores replaced by `values`, one cycle_mae per evaluation."""
     it = iter(values)
-    monkeypatch.setitem(evaluation.SCORERS, "cyclegan", lambda ev, model: ({"cycle_mae": next(it)}, {}))
+    monkeypatch.setitem(evaluation.SCORERS, "cycle", lambda ev, model: ({"cycle_mae": next(it)}, {}))
 
 
 def test_best_nets_stay_those_of_the_best_epoch_also_across_a_resume(sample_data, tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ class Family:
     generators: tuple[str, ...] = ("G",)   # network names of the generators: (AtoB, BtoA) for CycleGAN
     encoder: NetKind | None = None         # BicycleGAN's E
     inference: str = "translate"    # what `gantk translate` does: translate (one output), sample (several z), none
+    scoring: str | None = None      # how --eval_freq scores the held-out split: paired (vs targets), cycle, None
     exportable: bool = True
 
     @property
@@ -80,11 +81,12 @@ def _mlp() -> NetKind:
 
 FAMILIES = {f.name: f for f in (
     Family("cyclegan", "unpaired A <-> B: two ResNet generators, cycle + identity losses (Zhu et al. 2017)",
-           "gantk.models.cyclegan:CycleGANModel", _image_generator(), ("G_A", "G_B")),
+           "gantk.models.cyclegan:CycleGANModel", _image_generator(), ("G_A", "G_B"), scoring="cycle"),
     Family("pix2pix", "paired A -> B: U-Net generator, conditional PatchGAN + L1 (Isola et al. 2017)",
-           "gantk.models.pix2pix:Pix2PixModel", _image_generator()),
+           "gantk.models.pix2pix:Pix2PixModel", _image_generator(), scoring="paired"),
     Family("bicyclegan", "paired, multimodal A -> B: G(A, z) with an encoder E(B) -> z (Zhu et al. 2017)",
-           "gantk.models.bicyclegan:BicycleGANModel", _bicycle("G"), encoder=_bicycle("E"), inference="sample"),
+           "gantk.models.bicyclegan:BicycleGANModel", _bicycle("G"), encoder=_bicycle("E"), inference="sample",
+           scoring="paired"),
     Family("fast_style", "feed-forward style transfer: TransformerNet + VGG19 perceptual loss (Johnson et al. 2016)",
            "gantk.models.style:FastStyleModel", _transformer()),
     Family("mnist_gan", "the MLP GAN on MNIST digits (yunjey/pytorch-tutorial)",

@@ -25,13 +25,14 @@ from gantk.io import tensor_to_image
 from gantk.metrics import extract_features, fid_from_features, fid_input, kid, mae, psnr, ssim
 from gantk.models import prepare_for_inference
 from gantk.models.bicyclegan import encode
+from gantk.models.registry import FAMILIES, get_family
 from gantk.nn.inception import WEIGHTS_ENV, load_fid_inception, resolve_inception_weights
 from gantk.nn.inference import has_batchnorm
 
 log = logging.getLogger("gantk.train")
 BEST_STATE = "best_state.json"
 PAIRED = ("psnr", "ssim", "mae")
-FAMILY_METRICS = {"pix2pix": PAIRED, "bicyclegan": PAIRED, "cyclegan": ("cycle_mae", "kid", "fid")}
+METRICS = {"paired": PAIRED, "cycle": ("cycle_mae", "kid", "fid")}  # by the registry's Family.scoring
 INCEPTION_OPTION = "--inception_weights"
 
 
@@ -43,7 +44,7 @@ def chosen_metric(cfg: TrainConfig) -> str:
     """--eval_metric, with auto resolved: psnr (paired), kid (CycleGAN given Inception weights), else cycle_mae."""
     if cfg.eval_metric != "auto":
         return cfg.eval_metric
-    if cfg.model_name() == "cyclegan":
+    if get_family(cfg.model_name()).scoring == "cycle":
         return "kid" if has_inception(cfg) else "cycle_mae"
     return "psnr"
 
@@ -62,15 +63,15 @@ def check_eval_config(cfg: TrainConfig) -> None:
     """One-line errors for evaluation options this run cannot honour, before any training."""
     if not cfg.eval_freq:
         return
-    family = cfg.model_name()
-    if family not in FAMILY_METRICS:
+    family, scoring = cfg.model_name(), get_family(cfg.model_name()).scoring
+    if scoring is None:
         raise GantkError(f"--eval_freq: no held-out metric for --model {family} "
-                         f"(supported: {', '.join(FAMILY_METRICS)})")
+                         f"(supported: {', '.join(f.name for f in FAMILIES.values() if f.scoring)})")
     metric = chosen_metric(cfg)
-    if metric not in FAMILY_METRICS[family]:
+    if metric not in METRICS[scoring]:
         raise GantkError(f"--eval_metric {metric}: not scored for --model {family}; expected one of "
-                         f"{', '.join(FAMILY_METRICS[family])}")
-    if FAMILY_METRICS[family] == PAIRED and cfg.dataset_mode != "aligned":
+                         f"{', '.join(METRICS[scoring])}")
+    if scoring == "paired" and cfg.dataset_mode != "aligned":
         raise GantkError(f"--eval_freq with --model {family} scores against paired targets: "
                          f"needs --dataset_mode aligned, got {cfg.dataset_mode}")
     if metric in ("kid", "fid"):
@@ -127,7 +128,7 @@ class Evaluator:
         best value of the chosen metric so far."""
         with torch.no_grad(), torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.seed)
-            scores, inference = SCORERS[self.cfg.model_name()](self, model)
+            scores, inference = SCORERS[get_family(self.cfg.model_name()).scoring](self, model)
         value = scores[self.metric]
         is_best = self.best is None or (value > self.best if self.higher else value < self.best)
         if is_best:
@@ -183,4 +184,4 @@ def score_cyclegan(ev: Evaluator, model) -> tuple[dict, dict]:
     return scores, G_A.inference
 
 
-SCORERS = {"pix2pix": score_paired, "bicyclegan": score_paired, "cyclegan": score_cyclegan}
+SCORERS = {"paired": score_paired, "cycle": score_cyclegan}
