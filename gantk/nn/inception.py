@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from gantk.checkpoints import load_state_dict_checked, read_checkpoint
 from gantk.errors import GantkError
 from gantk.runtime import optional_module, require_module
-from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights
+from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights, seeded_random_init
 
 log = logging.getLogger("gantk.inception")
 
@@ -263,11 +263,7 @@ def load_fid_inception(weights: str | None = None, device="cpu", option: str = "
     if source == RANDOM_WEIGHTS:
         log.warning("Inception is randomly initialised (test switch %r): FID/KID values are meaningless",
                     RANDOM_WEIGHTS)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            for m in net.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        seeded_random_init(net)  # Kaiming-normal convolutions, so activations keep their scale
     else:
         sd = read_checkpoint(source)
         own = net.state_dict()  # files saved before BatchNorm counted its batches have no num_batches_tracked

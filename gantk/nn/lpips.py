@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from gantk.checkpoints import load_state_dict_checked, read_checkpoint
 from gantk.errors import GantkError
-from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights
+from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights, seeded_random_init
 
 log = logging.getLogger("gantk.lpips")
 
@@ -155,14 +155,10 @@ def lpips_requested(heads: str | None, backbone: str | None) -> bool:
 
 
 def _seeded_random(net: LPIPS) -> None:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for m in net.backbone.modules():
-            if isinstance(m, nn.Conv2d):  # torchvision's init
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        for head in net.heads:  # non-negative like the published heads
+    def heads():  # non-negative like the published heads
+        for head in net.heads:
             nn.init.uniform_(head.model[1].weight, 0, 2 / head.model[1].in_channels)
+    seeded_random_init(net.backbone, "fan_out", heads)  # torchvision's init for the backbone
 
 
 def load_lpips(net: str = "alex", heads: str | None = None, backbone: str | None = None, device="cpu") -> LPIPS:

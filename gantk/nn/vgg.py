@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from gantk.checkpoints import load_state_dict_checked, read_checkpoint
 from gantk.errors import GantkError
-from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights
+from gantk.nn.weights import RANDOM_WEIGHTS, resolve_weights, seeded_random_init
 
 log = logging.getLogger("gantk.vgg")
 
@@ -107,12 +107,7 @@ def load_vgg19(weights: str | None = None, device="cpu", option: str = "--vgg-we
     if source == RANDOM_WEIGHTS:
         log.warning("VGG19 is randomly initialised (test/debug switch %r): style results are meaningless",
                     RANDOM_WEIGHTS)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            for m in net.modules():
-                if isinstance(m, nn.Conv2d):  # torchvision's init
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
+        seeded_random_init(net, "fan_out")  # torchvision's init
     else:
         sd = {k: v for k, v in read_checkpoint(source).items() if not k.startswith("classifier.")}
         if sd and not any(k.startswith("features.") for k in sd):  # a saved `features` Sequential alone
