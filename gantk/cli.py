@@ -15,7 +15,9 @@ from gantk.acceleration import KERNELS, KERNELS_HELP
 from gantk.config import DIRECTIONS, NORMS, PREPROCESS
 from gantk.models.registry import FAMILIES, get_family
 from gantk.nn.bicycle import NONLINEARITIES
+from gantk.nn.inception import BACKENDS as FID_BACKENDS
 from gantk.nn.inference import BN_MODES
+from gantk.nn.lpips import NETS as LPIPS_NETS
 from gantk.stylize import OPTIMIZERS
 from gantk.errors import GantkError
 
@@ -108,9 +110,9 @@ generator_source = _with([
                       "or running statistics (its --eval)"),
 ])
 
-# LPIPS v0.1 (translate --metrics, export/bench: each output vs eager's); left out without its two weights files
+# LPIPS v0.1 (translate --metrics, eval, export/bench: each output vs eager's); left out without its two weights files
 _LPIPS = [
-    click.option("--lpips-net", "lpips_net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
+    click.option("--lpips-net", "lpips_net", type=click.Choice(list(LPIPS_NETS)), default="alex", show_default=True,
                  help="LPIPS backbone"),
     click.option("--lpips-weights", "lpips_weights", default=None, help="the published LPIPS v0.1 heads "
                  "(lpips/weights/v0.1/<net>.pth; default: $GANTK_LPIPS; without them LPIPS is left out)"),
@@ -420,17 +422,12 @@ def serve_cmd(export_dir, artifact, model_name, host, http_port, grpc_port, metr
               help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for FID/KID (default: $GANTK_INCEPTION)")
 @click.option("--fid-resize", "fid_resize", type=click.Choice(["clean", "legacy-pytorch"]), default="clean",
               show_default=True, help="images to 299 px: clean-fid's PIL bicubic (clean) or pytorch-fid's bilinear")
-@click.option("--fid-backend", "fid_backend", type=click.Choice(["auto", "torch", "openvino"]), default="auto",
+@click.option("--fid-backend", "fid_backend", type=click.Choice(FID_BACKENDS), default="auto",
               show_default=True, help="runs the Inception (auto: OpenVINO on CPU when installed, else torch)")
 @click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None,
               help="FID feature cache [default: ~/.cache/gantk/fid]")
 @click.option("--no-cache", "no_cache", is_flag=True, help="neither read nor write cached FID features")
-@click.option("--lpips-net", "lpips_net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
-              help="LPIPS backbone")
-@click.option("--lpips-weights", "lpips_weights", default=None,
-              help="the published LPIPS v0.1 heads, lpips/weights/v0.1/<net>.pth (default: $GANTK_LPIPS)")
-@click.option("--lpips-backbone", "lpips_backbone", default=None, help="torchvision's alexnet-owt-7be5be79.pth or "
-              "vgg16-397923af.pth (default: $GANTK_LPIPS_BACKBONE); without LPIPS weights LPIPS is left out")
+@_with(_LPIPS)
 @click.option("--batch-size", "batch_size", type=int, default=32, show_default=True, help="images per Inception batch")
 @click.option("--kid-subsets", "kid_subsets", type=int, default=100, show_default=True)
 @click.option("--kid-subset-size", "kid_subset_size", type=int, default=1000, show_default=True,
