@@ -1,4 +1,5 @@
-"""Where gantk runs: the device, the CPU's facts, and the environment record written with every result."""
+"""Where gantk runs: the device, the CPU's facts, the environment record written with every result, and the
+optional packages (imported on demand, or a one-line reason naming the gantk extra that installs them)."""
 from __future__ import annotations
 
 import datetime
