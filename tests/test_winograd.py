@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from gantk.kernels import native, winograd
 from gantk.kernels.shift_conv import ShiftConv2d
 from gantk.acceleration import patch_winograd
-from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices, transform_weight,
+from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices,
                                     winograd_conv2d)
 from gantk.models import define_G
 
@@ -194,20 +194,47 @@ def test_bad_shapes_are_refused():
         winograd_conv2d(torch.randn(1, 2, 2, 8), torch.randn(2, 2, 3, 3))
 
 
-def test_module_caches_the_transformed_weight_until_the_weight_changes():
+def test_module_follows_weight_updates():
     torch.manual_seed(0)
     conv = WinogradConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1))
     x = torch.randn(1, 3, 8, 8)
     assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5)
-    cached = conv._cache
-    conv(x)
-    assert conv._cache is cached  # same weight version: not recomputed
-    opt = torch.optim.SGD(conv.parameters(), lr=0.01)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1)
     conv(x).square().sum().backward()
-    opt.step()  # bumps the weight's version
+    opt.step()
     want = F.conv2d(x, conv.weight, conv.bias, padding=1)
-    assert (conv(x) - want).abs().max() <= 1e-5 * want.abs().max()
-    assert torch.allclose(conv._cache, transform_weight(conv.weight))
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            assert (conv(x) - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_the_shared_workspace_keeps_layers_apart():
+    """Without gradients every layer reuses the thread's workspace (weight, blocks); layers of different sizes
+    one after the other, and a workspace grown on the way, still give each layer's own convolution; with
+    gradients into the input only (frozen weights, as in Gatys style transfer) each layer keeps its own
+    transformed weight for the backward."""
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(c, o, 3, padding=1) for c, o in ((3, 8), (8, 16), (16, 4))]
+    fast = [WinogradConv2d.from_conv(c) for c in convs]
+    x = torch.randn(2, 3, 20, 20)
+
+    def run(layers, x):
+        for layer in layers:
+            x = torch.tanh(layer(x))
+        return x
+
+    with torch.no_grad():
+        want, small = run(convs, x), run(convs, x[:1, :, :9, :9])
+        assert torch.allclose(run(fast, x[:1, :, :9, :9]), small, atol=1e-5)
+        assert torch.allclose(run(fast, x), want, atol=1e-5)  # the workspace grows
+        assert torch.allclose(run(fast, x[:1, :, :9, :9]), small, atol=1e-5)
+    for c in convs:
+        c.requires_grad_(False)
+    xg = x.clone().requires_grad_()
+    gx, = torch.autograd.grad(run(fast, xg).square().sum(), [xg])
+    xr = x.clone().requires_grad_()
+    want_gx, = torch.autograd.grad(run(convs, xr).square().sum(), [xr])
+    assert torch.allclose(gx, want_gx, atol=1e-4 * want_gx.abs().max())
 
 
 def patched_copy(netG: str, ngf: int) -> nn.Module:
@@ -410,3 +437,5 @@ def test_cpu_limits_reports_every_size(tmp_path, monkeypatch):
     table = (tmp_path / "cpu_limits.md").read_text()
     growth = f"{rows[1]['eager_ms'] / rows[0]['eager_ms']:.2f}, {rows[1]['winograd_ms'] / rows[0]['winograd_ms']:.2f}"
     assert f"| 64 | {rows[1]['eager_ms']:.1f} | {rows[1]['winograd_ms']:.1f} |" in table and growth in table
+    most = rows[1]["eager_ms"] / (10 * rows[1]["gemm_gflop"]["F(6x6,3x3)"])
+    assert table.splitlines()[-1].endswith(f"| {most:.2f}x |")
