@@ -50,16 +50,19 @@ def dense(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Make glibc's malloc serve blocks up to 32 MiB from its heap and keep freed memory in the process.
-    By default it maps each large block freshly and unmaps it when freed, so every tensor of a few MB
-    (the CPU convolution paths make many per layer) starts with a page fault per 4 KiB; measured 47k per
-    CycleGAN step and 4-8% of a Winograd generator's forward+backward. The process then holds its peak
-    memory until it exits. False (and nothing changed) off glibc."""
+    """Make glibc's malloc serve every block from its heap (never a fresh mmap) and keep freed memory in the
+    process. By default it maps each block over 32 MiB (smaller ones until its threshold has adapted) freshly
+    and unmaps it when freed, so every such tensor starts with a page fault and a zeroed page per 4 KiB: the
+    CPU convolution paths make many per layer (47k faults per CycleGAN step, 4-8% of a Winograd generator's
+    forward+backward; at 1024 px, where every 256-channel map is 64 MB, a Winograd forward took 7.4-7.9 s
+    instead of 5.5-5.7 s). The process then holds its peak memory until it exits, and a heap that large
+    blocks fragment peaks higher than the mapped ones (1.7-1.9 GB instead of 1.4 at 1024 px). False (and
+    nothing changed) off glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
+    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
 
 
 def cuda_programs(device: torch.device, per_sm: int = 4) -> int:

@@ -91,8 +91,8 @@ FAULTS = textwrap.dedent("""
     faults = []
     for _ in range(2):
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        block = libc.malloc(24 << 20)
-        ctypes.memset(block, 1, 24 << 20)
+        block = libc.malloc(int(sys.argv[2]) << 20)
+        ctypes.memset(block, 1, int(sys.argv[2]) << 20)
         libc.free(block)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     print(*faults)
@@ -101,16 +101,19 @@ FAULTS = textwrap.dedent("""
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
 def test_keep_freed_memory_reuses_freed_blocks_without_page_faults():
-    """A 24 MiB block freed and asked for again (what a conv layer's temporaries do every step): glibc's default
-    maps it afresh, so each of its 6144 pages faults again on first touch; after keep_freed_memory() the freed
-    block stays in the heap and the second round touches no new page. (On whole Winograd steps the default's
-    dynamic threshold makes the count vary run to run, 2-20k faults per 5 steps measured; this is the mechanism.)"""
-    def faults(mode: str) -> list[int]:
-        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120)
+    """A 24 MiB and a 96 MiB block (a 1024 px 256-channel map is 64 MiB) freed and asked for again (what a conv
+    layer's temporaries do every step): glibc's default maps each afresh, so each of their pages faults again
+    on first touch; after keep_freed_memory() the freed block stays in the heap and the second round touches
+    no new page. (On whole Winograd steps the default's dynamic threshold makes the count vary run to run,
+    2-20k faults per 5 steps measured; this is the mechanism.)"""
+    def faults(mode: str, mib: int) -> list[int]:
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode, str(mib)], capture_output=True, text=True,
+                             timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         return [int(n) for n in out.stdout.split()]
-    pages = (24 << 20) // resource.getpagesize()
-    default, keep = faults("default"), faults("keep")
-    assert default[0] > pages / 2 and keep[0] > pages / 2  # both touch fresh memory the first time
-    assert default[1] > pages / 2, default
-    assert keep[1] < pages / 100, keep
+    for mib in (24, 96):
+        pages = (mib << 20) // resource.getpagesize()
+        default, keep = faults("default", mib), faults("keep", mib)
+        assert default[0] > pages / 2 and keep[0] > pages / 2  # both touch fresh memory the first time
+        assert default[1] > pages / 2, default
+        assert keep[1] < pages / 100, keep
