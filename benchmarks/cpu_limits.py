@@ -109,16 +109,19 @@ def int8_check(net: nn.Module, size: int) -> dict:
     return out
 
 
-def size_row(net: nn.Module, fast: nn.Module, size: int, best: float, repeats: int | None) -> dict:
-    """Eager and winograd ms (batch 1; median of `repeats`, by default 10 at 256 px and fewer above),
-    GEMM GFLOP and their bound at the best GEMM rate, at `size` px."""
+def forward_ms(net: nn.Module, size: int, repeats: int | None) -> float:
+    """Median ms of a batch-1 forward at `size` px, of `repeats` calls (default: 10 at 256 px, fewer above)."""
     x = torch.rand(1, 3, size, size) * 2 - 1
-    repeats = repeats or min(10, max(3, 10 * 256 ** 2 // size ** 2))
     with torch.no_grad():
-        ms = {name: 1000 * seconds(lambda: m(x), repeats) for name, m in (("eager", net), ("winograd", fast))}
+        return 1000 * seconds(lambda: net(x), repeats or min(10, max(3, 10 * 256 ** 2 // size ** 2)))
+
+
+def size_row(net: nn.Module, size: int, eager_ms: float, winograd_ms: float, best: float) -> dict:
+    """Eager and winograd ms, GEMM GFLOP and their bound at the best GEMM rate, at `size` px."""
+    x = torch.rand(1, 3, size, size) * 2 - 1
     flops = {"direct": gemm_gflops(net, x, None), "F(4x4,3x3)": gemm_gflops(net, x, 4),
              "F(6x6,3x3)": gemm_gflops(net, x, 6)}
-    return {"size": size, "eager_ms": ms["eager"], "winograd_ms": ms["winograd"], "goal_ms_3x": ms["eager"] / 3,
+    return {"size": size, "eager_ms": eager_ms, "winograd_ms": winograd_ms, "goal_ms_3x": eager_ms / 3,
             "gemm_gflop": flops, "bound_ms": {k: 1000 * v / best for k, v in flops.items()}}
 
 
@@ -135,11 +138,13 @@ def main(argv=None) -> int:
     from gantk.runtime import cpu_name
     torch.manual_seed(0)
     net = define_G(3, 3, args.ngf, "resnet_9blocks", norm="instance").eval()
-    fast = copy.deepcopy(net)
-    patch_winograd(fast)
     rates = gemm_rates()
     best = max(rates.values())
-    rows = [size_row(net, fast, size, best, args.repeats) for size in args.sizes]
+    # eager first: patch_winograd also changes glibc's malloc for the whole process (keep_freed_memory)
+    eager = [forward_ms(net, size, args.repeats) for size in args.sizes]
+    fast = copy.deepcopy(net)
+    patch_winograd(fast)
+    rows = [size_row(net, size, e, forward_ms(fast, size, args.repeats), best) for size, e in zip(args.sizes, eager)]
     rep = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "gemm_gflops_per_s": rates, "sizes": rows}
     if args.int8:

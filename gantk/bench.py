@@ -163,6 +163,9 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
             raise GantkError(f"--sizes {s}: must be a multiple of {spec.multiple} for this generator")
     for name in backends:
         check_backend(name)  # an ill-formed name fails before anything runs
+    # eager first, in the process as it started: it is the reference, and speed options change the process
+    # (winograd makes glibc's malloc keep freed memory, which makes a later eager faster than the reference's)
+    backends = sorted(backends, key=lambda name: name != "eager")
     env = {**environment(), "threads": torch.get_num_threads(), "device": str(dev)}
     peaks = (gpu_peaks(env["gpu"]) or (0, {}))[1] if dev.type == "cuda" else {}
     env["peak_tflops"] = peaks or None  # data sheet; fp32 rows run without TF32, so their MFU is against fp32

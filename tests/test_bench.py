@@ -24,10 +24,11 @@ def small_spec():
 
 
 def test_bench_measures_grades_and_lists_unavailable(photos):
-    doc = bench.run_bench(small_spec(), ["eager", "channels_last", "winograd", "ort-cpu", "trt-fp16",
+    doc = bench.run_bench(small_spec(), ["channels_last", "winograd", "eager", "ort-cpu", "trt-fp16",
                                          "ort-cuda", "amp-bf16+channels_last+winograd", "compile-max-autotune"],
                           [1, 2], [32, 48], photos, "cpu", warmup=1, repeats=3, log=lambda s: None)
     rows = doc["results"]
+    assert rows[0]["backend"] == "eager"  # the reference runs first, before any option changes the process
     ok = [r for r in rows if r["status"] == "ok"]
     assert {(r["backend"], r["batch"], r["size"]) for r in ok} == {
         (b, n, s) for b in ("eager", "channels_last", "winograd", "ort-cpu", "amp-bf16+channels_last+winograd")
