@@ -178,8 +178,8 @@ class Runtime:
             return reason
         if self.provider != "CPUExecutionProvider" and device.type != "cuda":
             return f"{self.provider} runs on a CUDA device (--device cuda)"
-        if missing("onnxruntime"):
-            return missing("onnxruntime")
+        if reason := missing("onnxruntime"):
+            return reason
         import onnxruntime as ort
         if self.provider not in ort.get_available_providers():
             return f"onnxruntime here has no {self.provider} (install onnxruntime-gpu on a CUDA machine)"

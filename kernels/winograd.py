@@ -97,10 +97,9 @@ def transform_weight(weight: torch.Tensor, out: torch.Tensor | None = None) -> t
     o, i, r = weight.shape[:3]
     KG = transforms(r, weight.device)[1]
     with torch.autocast(weight.device.type, enabled=False):
-        w = weight.detach().float().reshape(o * i, r * r).T
-        if out is None:
-            return (KG @ w).view(KG.shape[0], o, i)
-        return torch.mm(KG, w, out=out[:KG.shape[0] * o * i].view(KG.shape[0], o * i)).view(KG.shape[0], o, i)
+        q = KG.shape[0]
+        out = None if out is None else out[:q * o * i].view(q, o * i)
+        return torch.mm(KG, weight.detach().float().reshape(o * i, r * r).T, out=out).view(q, o, i)
 
 
 _WORKSPACE = threading.local()
@@ -112,12 +111,12 @@ def workspace(slot: str, numel: int, like: torch.Tensor) -> torch.Tensor:
     from here, so layer after layer reuses the same pages instead of allocating (page faults, a fragmented
     heap that keeps 100-200 MB more than eager) or caching every layer's transformed weight (170 MB for
     resnet_9blocks)."""
+    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
     key = (slot, like.device)
-    buf = getattr(_WORKSPACE, "buffers", {}).get(key)
-    if buf is None or buf.numel() < numel:
-        _WORKSPACE.buffers = {**getattr(_WORKSPACE, "buffers", {}), key: None}  # free the old one first
-        buf = _WORKSPACE.buffers[key] = torch.empty(numel, dtype=torch.float32, device=like.device)
-    return buf
+    if key not in buffers or buffers[key].numel() < numel:
+        buffers.pop(key, None)  # free the old one first
+        buffers[key] = torch.empty(numel, dtype=torch.float32, device=like.device)
+    return buffers[key]
 
 
 def _tiles(h: int, w: int, m: int, r: int) -> tuple[int, int]:
