@@ -1,0 +1,71 @@
+"""Transposed convolution in bands of output rows, without gradients: the CPU memory and speed path for the
+generators' upsampling (`--kernels winograd`).
+
+oneDNN computes a ConvTranspose2d through temporaries the size of the whole output: at 1024 px the ResNet
+generators' last one (128 -> 64 channels, 512^2 -> 1024^2, a 256 MB output) took 640 MB more while it ran,
+the process's peak, above eager's whole Winograd-free run. Cut into bands of output rows, each computed from
+only the input rows that reach it (an output row oh takes input rows ih with oh = s*ih - p + kh, kh < k), the
+temporaries stay the size of a band and in cache: measured 12-21% faster on the 512 and 1024 px layers here
+(paired runs), and no slower where the output is small enough to stay one call (BAND_BYTES: two bands of the
+16 MB layer at 256 px were slower). The same oneDNN kernels compute every band, so results differ from one
+call by rounding at most. With gradients, while exporting or compiling, the plain call runs (the backward of
+many sliced calls would allocate the input's size per band).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gantk.kernels.runtime import exporting
+
+BAND_BYTES = 8 << 20  # output bytes per band; outputs up to twice this stay one call
+
+
+def banded_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple,
+                            padding: tuple, output_padding: tuple) -> torch.Tensor:
+    """F.conv_transpose2d(x, weight, bias, stride, padding, output_padding) of NCHW x, computed in bands of
+    at most BAND_BYTES of output rows when the output is larger than twice that (kernel height >= stride)."""
+    (s, sw), (p, pw), (op, opw) = stride, padding, output_padding
+    n, _, h, w = x.shape
+    k, o = weight.shape[2], weight.shape[1]
+    ho, wo = (h - 1) * s - 2 * p + k + op, (w - 1) * sw - 2 * pw + weight.shape[3] + opw
+    row = x.element_size() * n * o * wo
+    if ho * row <= 2 * BAND_BYTES or k < s:
+        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+    rows = max(s, BAND_BYTES // row // s * s)
+    y = x.new_empty(n, o, ho, wo)
+    for o0 in range(0, ho, rows):
+        o1 = min(ho, o0 + rows)
+        i0, i1 = max(0, -(-(o0 + p - k + 1) // s)), min(h, (o1 - 1 + p) // s + 1)  # the input rows that reach them
+        z = F.conv_transpose2d(x[:, :, i0:i1], weight, bias, stride, (0, pw), (0, opw))
+        top = s * i0 - p  # the output row of z's first row
+        end = min(o1, top + z.shape[2])
+        y[:, :, o0:end] = z[:, :, o0 - top:end - top]
+        if end < o1:  # output-padding rows that no input reaches
+            y[:, :, end:o1] = 0 if bias is None else bias.view(1, o, 1, 1)
+    return y
+
+
+class BandedConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d computed by `banded_conv_transpose2d` when no gradient is wanted."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.ConvTranspose2d) -> "BandedConvTranspose2d":
+        """A module sharing `conv`'s Parameters."""
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                  conv.output_padding, bias=conv.bias is not None, device="meta")
+        new.weight, new.bias = conv.weight, conv.bias
+        return new
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if (output_size is not None or x.dim() != 4 or torch.is_grad_enabled() or exporting()
+                or torch.compiler.is_compiling()):
+            return super().forward(x, output_size)
+        return banded_conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+
+def bands_applicable(m: nn.Module) -> bool:
+    """A plain 2-D transposed conv: ungrouped, undilated, zero padding."""
+    return (type(m) is nn.ConvTranspose2d and m.groups == 1 and m.dilation == (1, 1)
+            and m.padding_mode == "zeros")

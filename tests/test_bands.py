@@ -1,0 +1,77 @@
+"""Transposed convolution in bands of output rows (gantk.kernels.bands) against the one-call convolution in
+float64, and its place in the CPU path (`patch_winograd`)."""
+from __future__ import annotations
+
+import copy
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gantk.acceleration import patch_winograd
+from gantk.kernels import bands
+from gantk.kernels.bands import BandedConvTranspose2d, banded_conv_transpose2d
+from gantk.models.networks import define_G
+
+# (batch, in, out, H, W, kernel (h, w), stride, padding, output_padding): the ResNet generators' upsampling
+# (3, 2, 1, 1), the U-Net's (4, 2, 1, 0), output padding past the padding (rows no input reaches), stride 3,
+# a non-square kernel, stride 1
+SHAPES = [(1, 4, 3, 9, 7, (3, 3), 2, 1, 1), (2, 5, 2, 8, 6, (4, 4), 2, 1, 0), (1, 3, 2, 7, 5, (3, 3), 2, 0, 1),
+          (1, 3, 3, 6, 6, (5, 5), 3, 2, 1), (2, 2, 3, 5, 9, (3, 5), 1, 1, 0), (1, 2, 2, 4, 4, (2, 2), 2, 0, 0)]
+
+
+@pytest.mark.parametrize("band_bytes", [1, 60, 1 << 20])
+@pytest.mark.parametrize("n,c,o,h,w,k,s,p,op", SHAPES)
+def test_bands_match_the_one_call_convolution(n, c, o, h, w, k, s, p, op, band_bytes, monkeypatch):
+    """Bands of one row (stride rows), of a few rows, and one call: F.conv_transpose2d in float64 to rounding."""
+    monkeypatch.setattr(bands, "BAND_BYTES", band_bytes)
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(n, c, h, w), torch.randn(c, o, *k), torch.randn(o)
+    want = F.conv_transpose2d(x.double(), weight.double(), bias.double(), s, p, op)
+    for b in (bias, None):
+        got = banded_conv_transpose2d(x, weight, b, (s, s), (p, p), (op, op))
+        ref = want if b is not None else want - bias.double().view(1, o, 1, 1)
+        assert got.shape == ref.shape and (got - ref).abs().max() < 1e-5
+
+
+def test_the_module_bands_only_inference(monkeypatch):
+    """No gradient: bands (counted); with gradients one call, whose gradients are the plain module's."""
+    monkeypatch.setattr(bands, "BAND_BYTES", 64)
+    torch.manual_seed(0)
+    ref = nn.ConvTranspose2d(4, 3, 3, 2, 1, 1)
+    net = BandedConvTranspose2d.from_conv(ref)
+    assert net.weight is ref.weight and net.bias is ref.bias
+    calls = []
+    monkeypatch.setattr(bands, "F", types.SimpleNamespace(  # the band calls only
+        conv_transpose2d=lambda *a: calls.append(1) or F.conv_transpose2d(*a)))
+    x = torch.randn(2, 4, 10, 6, requires_grad=True)
+    with torch.no_grad():
+        assert (net(x) - ref(x)).abs().max() < 1e-5
+    assert len(calls) > 2
+    calls.clear()
+    got, want = net(x), ref(x)
+    assert not calls and torch.equal(got, want)
+    assert torch.equal(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])
+
+
+def test_patch_winograd_bands_the_resnet_upsampling(monkeypatch):
+    """resnet_6blocks: both transposed convs are swapped (keys kept), the output is unchanged to rounding
+    with bands of a few rows, and torch.export records one transposed conv each. A U-Net, with no stride-1
+    conv to swap, is left as it is."""
+    monkeypatch.setattr(bands, "BAND_BYTES", 256)
+    torch.manual_seed(0)
+    ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
+    net = copy.deepcopy(ref)
+    patch_winograd(net)
+    assert sum(type(m) is BandedConvTranspose2d for m in net.modules()) == 2
+    assert list(net.state_dict()) == list(ref.state_dict())
+    x = torch.rand(2, 3, 32, 40) * 2 - 1
+    with torch.no_grad():
+        assert (net(x) - ref(x)).abs().max() < 1e-4
+    ep = torch.export.export(net, (x,))
+    assert sum("conv_transpose" in str(n.target) for n in ep.graph.nodes if n.op == "call_function") == 2
+    unet = define_G(3, 3, 4, "unet_128", norm="batch")
+    patch_winograd(unet)
+    assert not any(isinstance(m, BandedConvTranspose2d) for m in unet.modules())
