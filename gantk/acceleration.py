@@ -265,15 +265,15 @@ def fused_modules(model: nn.Module) -> int:
 
 def patch_winograd(model: nn.Module) -> int:
     """The CPU convolution path, in place: every stride-1 conv with at most MAX_OUT output channels becomes
-    a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d, which also takes over a
-    ReflectionPad2d just before it (the pad's place gets an nn.Identity; Parameters and state-dict keys stay);
+    a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d; both take over a ReflectionPad2d just
+    before them (the pad's place gets an nn.Identity; Parameters and state-dict keys stay);
     InstanceNorm + activation (+ residual) chains are fused (`patch_norms`, C kernels on CPU) and transposed
     convs become BandedConvTranspose2d (inference in bands of rows). Also keeps freed memory in the process
     (`keep_freed_memory`). Returns how many stride-1 convs were swapped (none: the net is left as it is)."""
     def with_pad(conv: nn.Module, pad: int) -> nn.Module | None:
-        if winograd_applicable(conv) and conv.padding == (0, 0) and not shift_applicable(conv):
-            return WinogradConv2d.from_conv(conv, reflect_pad=pad)
-        return None
+        if conv.padding != (0, 0) or not (shift_applicable(conv) or winograd_applicable(conv)):
+            return None
+        return (ShiftConv2d if shift_applicable(conv) else WinogradConv2d).from_conv(conv, reflect_pad=pad)
 
     swapped, transposed = fold_reflect_pads(model, with_pad), []
     for parent in model.modules():

@@ -6,9 +6,12 @@ layer is one dense GEMM instead, Z = W (O*k*k x C) @ X (C x H*W), over the whole
 by a shift-and-add of Z's k*k rows per output channel: with the image flattened row by row, tap (a, b) is
 a shift by a*W + b, so every add is a contiguous slice (columns past the output's width are computed
 and cropped). The backward is the same GEMMs transposed: the shifted copies of the output gradient form
-gZ, then gx = W^T gZ and gW = gZ X^T. The input is cut into chunks of CHUNK positions so that Z stays
-a few MB (one 40 MB Z would also come from fresh, page-faulting memory on every call). Same multiply-adds
-as the direct convolution, in fp32; results differ by rounding only.
+gZ, then gx = W^T gZ and gW = gZ X^T. The input is cut into chunks of about CHUNK positions (whole padded
+rows in the forward) so that Z stays a few MB (one 40 MB Z would also come from fresh, page-faulting memory
+on every call). Reflect or zero padding: without gradients each chunk's rows are padded as they are taken,
+so a ReflectionPad2d before the conv is folded in and the padded copy of the whole input (271 MB before the
+generators' last conv at 1024 px) is never made; the backward takes the padded input saved by the forward.
+Same multiply-adds as the direct convolution, in fp32; results differ by rounding only.
 """
 from __future__ import annotations
 
@@ -27,22 +30,49 @@ def _taps(k: int, row: int):
     return [(a, b, a * row + b) for a in range(k) for b in range(k)]
 
 
+def padded_rows(x: torch.Tensor, r0: int, r1: int, pad: int, reflect: bool) -> torch.Tensor:
+    """Rows r0 .. r1-1 of x (N, C, H, W) padded by `pad` on every side (reflect or zeros), without padding
+    the rest."""
+    h = x.shape[2]
+    if reflect:
+        rows = [abs(r - pad) if r < pad else min(r - pad, 2 * (h - 1) - (r - pad)) for r in range(r0, r1)]
+        block = x[:, :, rows[0]:rows[-1] + 1] if rows == list(range(rows[0], rows[-1] + 1)) else x[:, :, rows]
+        return F.pad(block, (pad, pad, 0, 0), mode="reflect")
+    lo, hi = min(max(r0 - pad, 0), h), min(max(r1 - pad, 0), h)
+    top, bottom = max(0, min(r1, pad) - r0), max(0, r1 - max(r0, h + pad))  # rows above and below the input
+    return F.pad(x[:, :, lo:hi], (pad, pad, top, bottom))
+
+
+def unpad(g: torch.Tensor, pad: int, reflect: bool) -> torch.Tensor:
+    """The gradient of F.pad(x, pad, reflect or zeros) w.r.t. x, from the padded gradient g."""
+    if not pad:
+        return g
+    n, c, h, w = g.shape
+    if not reflect:
+        return g[:, :, pad:h - pad, pad:w - pad]
+    shape = g.new_zeros(()).expand(n, c, h - 2 * pad, w - 2 * pad)  # only its shape is read
+    return torch.ops.aten.reflection_pad2d_backward(g, shape, [pad] * 4)
+
+
 class _ShiftConv(torch.autograd.Function):
-    """Stride-1 convolution of fp32 NCHW x, zero-padded by `pad`, by an (O, C, k, k) weight."""
+    """Stride-1 convolution of fp32 NCHW x, padded by `pad` (reflect or zeros), by an (O, C, k, k) weight.
+    Without gradients the padded input is made a chunk of rows at a time (no padded copy of the whole)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, pad):
-        if pad:
-            x = F.pad(x, (pad,) * 4)
-        n, c, hp, wp = x.shape
+    def forward(ctx, x, weight, bias, pad, reflect, keep):
+        n, c, h0, w0 = x.shape
+        hp, wp = h0 + 2 * pad, w0 + 2 * pad
         o, k = weight.shape[0], weight.shape[2]
         h, length = hp - k + 1, hp * wp
         W = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)
-        xf = x.reshape(n, c, length)
+        xf = (F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x).reshape(n, c, length) \
+            if keep else None
+        rows = max(1, CHUNK // wp)
         y = x.new_zeros(n, o, h * wp)  # y[p] = sum over taps of Z[tap, p + offset]
-        for q0 in range(0, length, CHUNK):
-            q1 = min(length, q0 + CHUNK)
-            Z = torch.matmul(W, xf[:, :, q0:q1]).view(n, o, k, k, q1 - q0)
+        for r0 in range(0, hp, rows):
+            q0, q1 = r0 * wp, min(hp, r0 + rows) * wp
+            chunk = xf[:, :, q0:q1] if keep else padded_rows(x, r0, q1 // wp, pad, reflect).reshape(n, c, q1 - q0)
+            Z = torch.matmul(W, chunk).view(n, o, k, k, q1 - q0)
             for a, b, off in _taps(k, wp):
                 lo, hi = max(q0 - off, 0), min(q1 - off, h * wp)
                 if lo < hi:
@@ -51,13 +81,13 @@ class _ShiftConv(torch.autograd.Function):
         if bias is not None:
             y = y + bias.float().view(1, o, 1, 1)
         ctx.save_for_backward(xf, W)
-        ctx.shape = (hp, wp, k, pad)
+        ctx.shape = (hp, wp, k, pad, reflect)
         return y.contiguous()
 
     @staticmethod
     def backward(ctx, gy):
         xf, W = ctx.saved_tensors  # (N, C, hp*wp), (O*k*k, C)
-        hp, wp, k, pad = ctx.shape
+        hp, wp, k, pad, reflect = ctx.shape
         n, c, length = xf.shape
         o, h = W.shape[0] // (k * k), hp - k + 1
         gyf = F.pad(gy.float(), (0, k - 1)).reshape(n, o, h * wp)  # rows of the padded width
@@ -78,8 +108,8 @@ class _ShiftConv(torch.autograd.Function):
                 gW += (gZ @ xf[:, :, q0:q1].transpose(1, 2)).sum(0)
         gw = gW.view(o, k, k, c).permute(0, 3, 1, 2) if want_w else None
         gb = gy.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        gx = gx.view(n, c, hp, wp)[:, :, pad:hp - pad, pad:wp - pad] if want_x else None
-        return gx, gw, gb, None
+        gx = unpad(gx.view(n, c, hp, wp), pad, reflect) if want_x else None
+        return gx, gw, gb, None, None, None
 
 
 def fp32_conv(op, name: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
@@ -96,14 +126,18 @@ def fp32_conv(op, name: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return dense(y.to(dtype), fmt)
 
 
-def shift_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 padding: int = 0) -> torch.Tensor:
-    """F.conv2d(x, weight, bias, stride=1, padding=padding) by GEMM and shift (any square kernel), in fp32
-    (see `fp32_conv` for dtypes and layouts)."""
+def shift_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, padding: int = 0,
+                 padding_mode: str = "zeros") -> torch.Tensor:
+    """F.conv2d(F.pad(x, padding, padding_mode), weight, bias) (stride 1, any square kernel; "zeros" or
+    "reflect") by GEMM and shift, in fp32 (see `fp32_conv` for dtypes and layouts)."""
     if weight.dim() != 4 or x.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] != weight.shape[3]:
         raise ValueError(f"shift_conv2d: expected NCHW input and an (O, {x.shape[1]}, k, k) weight, "
                          f"got {tuple(x.shape)} and {tuple(weight.shape)}")
-    return fp32_conv(_ShiftConv, "shift_conv2d", x, weight, bias, padding)
+    if padding_mode not in ("zeros", "reflect") or padding_mode == "reflect" and padding >= min(x.shape[2:]):
+        raise ValueError(f"shift_conv2d: padding_mode 'zeros', or 'reflect' with padding under the input's sides, "
+                         f"got {padding_mode!r}, padding {padding} for {x.shape[2]}x{x.shape[3]}")
+    keep = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)  # the backward needs the padded x
+    return fp32_conv(_ShiftConv, "shift_conv2d", x, weight, bias, padding, padding_mode == "reflect", keep)
 
 
 class FastConv2d(nn.Conv2d):
@@ -131,10 +165,10 @@ class FastConv2d(nn.Conv2d):
 
 
 class ShiftConv2d(FastConv2d):
-    """nn.Conv2d (stride 1, zero padding, few output channels) computed by `shift_conv2d`."""
+    """nn.Conv2d (stride 1, zero or reflect padding, few output channels) computed by `shift_conv2d`."""
 
     def _fast(self, x, weight, bias):
-        return shift_conv2d(x, weight, bias, self.padding[0])
+        return shift_conv2d(x, weight, bias, self.padding[0], self.padding_mode)
 
 
 def plain_stride1_conv(m: nn.Module) -> bool:

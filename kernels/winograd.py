@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gantk.kernels import native
-from gantk.kernels.shift_conv import FastConv2d, fp32_conv, plain_stride1_conv
+from gantk.kernels.shift_conv import FastConv2d, fp32_conv, plain_stride1_conv, unpad
 
 POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # finite interpolation points, in order of use; infinity is the last
 ONE = POINTS.index(1)  # A^T's column at point 1 is all ones
@@ -165,17 +165,6 @@ def _overlap_add(g: torch.Tensor, m: int) -> torch.Tensor:
     return out.view(n, c, m * (th + 1), m * (tw + 1))
 
 
-def _unpad(g: torch.Tensor, pad: int, reflect: bool) -> torch.Tensor:
-    """The gradient of F.pad(x, pad, reflect or zeros) w.r.t. x, from the padded gradient g."""
-    if not pad:
-        return g
-    n, c, h, w = g.shape
-    if not reflect:
-        return g[:, :, pad:h - pad, pad:w - pad]
-    shape = g.new_zeros(()).expand(n, c, h - 2 * pad, w - 2 * pad)  # only its shape is read
-    return torch.ops.aten.reflection_pad2d_backward(g, shape, [pad] * 4)
-
-
 def _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep):
     """The C forward, `rows` tile rows of `nb` images at a time: input transform, GEMMs and output transform
     of one block before the next, so a large map's transform domain is never written out whole (at 512 px
@@ -249,7 +238,7 @@ class _Winograd(torch.autograd.Function):
                 gx = native.tiles_out(gV, B, m, pad, reflect, n, th, tw, h, w)
             else:
                 gd = (KB.T @ gV.view(a * a, -1)).view(a, a, c, n, th, tw)
-                gx = _unpad(_overlap_add(gd, m)[:, :, :h + 2 * pad, :w + 2 * pad], pad, reflect)
+                gx = unpad(_overlap_add(gd, m)[:, :, :h + 2 * pad, :w + 2 * pad], pad, reflect)
         if ctx.needs_input_grad[1]:
             gU = torch.bmm(gM, V.transpose(1, 2))
             gw = (KG.T @ gU.view(a * a, -1)).view(r, r, *U.shape[1:]).permute(2, 3, 0, 1)

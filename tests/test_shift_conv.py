@@ -22,17 +22,24 @@ SHAPES = [(1, 6, 3, 13, 11, 0, 7), (2, 5, 1, 9, 10, 1, 4), (1, 4, 3, 9, 9, 0, 9)
           (1, 2, 4, 3, 3, 0, 3), (2, 8, 3, 4, 6, 3, 7)]
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("chunk", [shift_conv.CHUNK, 7])
 @pytest.mark.parametrize("n,c,o,h,w,p,k", SHAPES)
-def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, chunk, monkeypatch):
-    """fp32 output and input/weight/bias gradients to 1e-5 of their scale; chunk 7 cuts the flattened input
-    mid-row, so the shifted slices cross chunk borders."""
+def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, chunk, mode, monkeypatch):
+    """fp32 output (with and without gradients) and input/weight/bias gradients to 1e-5 of their scale;
+    chunk 7 cuts the flattened input mid-row (backward) or into single rows (forward), so the shifted slices
+    cross chunk borders."""
+    if mode == "reflect" and p >= min(h, w):
+        pytest.skip("reflect padding needs an input larger than the padding")
     monkeypatch.setattr(shift_conv, "CHUNK", chunk)
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, requires_grad=True)
     wt = (torch.randn(o, c, k, k) / (k * c ** 0.5)).requires_grad_()
     b = torch.randn(o, requires_grad=True)
-    want, got = F.conv2d(x, wt, b, padding=p), shift_conv2d(x, wt, b, p)
+    want = F.conv2d(F.pad(x, (p,) * 4, mode="reflect" if mode == "reflect" else "constant"), wt, b)
+    got = shift_conv2d(x, wt, b, p, mode)
+    with torch.no_grad():
+        assert (shift_conv2d(x, wt, b, p, mode) - want).abs().max() <= 1e-5 * want.abs().max()
     assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
     g = torch.randn_like(want)
     for a, e in zip(torch.autograd.grad(got, [x, wt, b], g), torch.autograd.grad(want, [x, wt, b], g)):
@@ -79,6 +86,8 @@ def test_which_convs_qualify():
     conv = ShiftConv2d.from_conv(nn.Conv2d(5, 2, 3, padding=1))
     x = torch.randn(1, 5, 6, 7)
     assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5)
+    conv = ShiftConv2d.from_conv(nn.Conv2d(5, 2, 7), reflect_pad=3)  # a ReflectionPad2d(3) folded in
+    assert torch.allclose(conv(x), F.conv2d(F.pad(x, (3,) * 4, mode="reflect"), conv.weight, conv.bias), atol=1e-5)
 
 
 FAULTS = textwrap.dedent("""

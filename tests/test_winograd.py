@@ -244,9 +244,9 @@ def patched_copy(netG: str, ngf: int) -> nn.Module:
 
 
 def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
-    """resnet_6blocks: 12 stride-1 3x3 convs (2 per block) become Winograd, taking over the reflect pad before
-    each (an Identity in its place), the last 7x7 (to 3 channels) and, at ngf 4, also the first (to 4) GEMM+shift
-    ones (their pads stay); strided convs stay; the InstanceNorm + ReLU chains are fused. The U-Net has none.
+    """resnet_6blocks: 12 stride-1 3x3 convs (2 per block) become Winograd, the last 7x7 (to 3 channels) and,
+    at ngf 4, also the first (to 4) GEMM+shift ones, each taking over the reflect pad before it (an Identity in
+    its place); strided convs stay; the InstanceNorm + ReLU chains are fused. The U-Net has none.
     Keys, Parameters and (to rounding) outputs are unchanged."""
     torch.manual_seed(0)
     ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
@@ -256,8 +256,8 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     assert list(net.state_dict()) == list(ref.state_dict()) and list(net.parameters()) == params
     winograd = [m for m in net.modules() if isinstance(m, WinogradConv2d)]
     assert len(winograd) == 12 and all(m.padding_mode == "reflect" and m.padding == (1, 1) for m in winograd)
-    assert sum(type(m) is nn.ReflectionPad2d for m in net.modules()) == 2
-    assert sum(type(m) is nn.Identity for m in net.modules()) == 12 + 11  # the pads and the ReLUs after a norm
+    assert sum(type(m) is nn.ReflectionPad2d for m in net.modules()) == 0
+    assert sum(type(m) is nn.Identity for m in net.modules()) == 14 + 11  # the pads and the ReLUs after a norm
     from gantk.acceleration import FusedResnetBlock
     from gantk.kernels import InstanceNormAct
     assert sum(isinstance(m, InstanceNormAct) for m in net.modules()) == 17  # 5 + 2 per block, fused (patch_norms)
