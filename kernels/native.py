@@ -1,7 +1,7 @@
 """The CPU kernels in C, compiled on first use with the machine's C compiler and loaded with ctypes:
 the Winograd tile transforms (`tiles.c`; each fuses what takes torch ops several passes: gather, pad,
-transform, layout change, overlap-add) and InstanceNorm + activation (+ residual), forward and backward
-(`norm.c`). Built with -march=native -fopenmp into GANTK_CACHE_DIR (default ~/.cache/gantk), keyed by
+transform, layout change, overlap-add), the Winograd forward's batched GEMM (`gemm.c`) and InstanceNorm +
+activation (+ residual), forward and backward (`norm.c`). Built with -march=native -fopenmp into GANTK_CACHE_DIR (default ~/.cache/gantk), keyed by
 the sources, compiler, flags and CPU. Without a compiler, or with GANTK_NATIVE=0, `library()` is None and
 callers use torch ops instead (same results up to rounding)."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from gantk.runtime import cpu_flags
 
 log = logging.getLogger(__name__)
-SOURCES = tuple(Path(__file__).with_name(f) for f in ("simd.h", "tiles.c", "norm.c"))
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("simd.h", "tiles.c", "norm.c", "gemm.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu99", "-shared", "-fPIC")
 _L, _I, _P, _F = ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_float
 # activation codes of the fused norms, shared by the C kernels (norm.c) and the Triton ones
@@ -73,7 +73,9 @@ def library() -> ctypes.CDLL | None:
     lib.gantk_tiles_out_rows.argtypes = [_P, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _P, _I]
     lib.gantk_in_fwd.argtypes = [_P, _P, _P, _P, _L, _L, _L, _F, _I, _F, _P, _P, _P, _I]
     lib.gantk_in_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _L, _L, _L, _I, _F, _P, _P, _P, _I]
-    for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_tiles_out_rows, lib.gantk_in_fwd, lib.gantk_in_bwd):
+    lib.gantk_gemm.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I]
+    for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_tiles_out_rows, lib.gantk_in_fwd, lib.gantk_in_bwd,
+              lib.gantk_gemm):
         f.restype = _I
     return lib
 
@@ -142,6 +144,32 @@ def tiles_out_rows(t: torch.Tensor, S: torch.Tensor, i0: int, th: int, out: torc
     if t.shape != (q * q, c, n * th * tw) or i0 * m >= h:
         raise ValueError(f"native tiles_out_rows: {tuple(t.shape)} tiles from row {i0} do not fit {tuple(out.shape)}")
     _run("gantk_tiles_out_rows", t.data_ptr(), n, c, th, tw, q, S.data_ptr(), m, i0, h, w, out.data_ptr())
+
+
+GEMM_ROWS = 8  # rows of A interleaved by the packing `gemm` takes (MR in gemm.c)
+
+
+@functools.cache
+def _avx512() -> bool:
+    return "avx512f" in cpu_flags().split()
+
+
+def gemm_fast() -> bool:
+    """Whether `gemm` beats torch's bmm here: it is built and the CPU has AVX-512 (its 16 accumulators of 16
+    floats need 32 vector registers; with AVX2 torch's bmm stays). GANTK_GEMM=0 turns it off."""
+    return library() is not None and os.environ.get("GANTK_GEMM", "1") != "0" and _avx512()
+
+
+def gemm(A: torch.Tensor, B: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[p] = A[p] @ B[p] for P points: A (P, O/8, K, 8), each 8 consecutive rows interleaved (row 8j+i of
+    A[p] at A[p, j, :, i]), B (P, K, T) -> out (P, O, T), written in place and returned."""
+    _checked(A, B, out)
+    p, blocks, k, rows = A.shape
+    t = B.shape[2]
+    if rows != GEMM_ROWS or B.shape != (p, k, t) or out.shape != (p, blocks * rows, t):
+        raise ValueError(f"native gemm: shapes {tuple(A.shape)}, {tuple(B.shape)}, {tuple(out.shape)} do not chain")
+    _run("gantk_gemm", A.data_ptr(), B.data_ptr(), out.data_ptr(), p, blocks * rows, k, t)
+    return out
 
 
 def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str, slope: float, residual

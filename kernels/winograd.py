@@ -18,7 +18,9 @@ backward, overlap-adds the tiles and folds the padding back). Without gradients 
 blocks of tile rows, input transform, GEMMs and output transform per block, so that a large map's
 transform domain stays in the L3 cache (BLOCK_BYTES: a 256-px image's 64 x 64 maps fit whole; at 512 px
 they would be 2 x 38 MB), in one per-thread workspace that every layer reuses, with the transformed weight
-(recomputed at each call rather than cached: 170 MB less for resnet_9blocks, ~7% slower at 256 px).
+(recomputed at each call rather than cached: 170 MB less for resnet_9blocks, ~7% slower at 256 px). There, on
+CPUs with AVX-512, the GEMMs are gantk's C kernel (`native.gemm`, 170-185 GFLOP/s in the generator against
+150-165 for torch's bmm on this 2-core Zen 4), the weight transformed straight into the layout it takes.
 Without a C compiler the same maths runs as torch ops: a strided convolution with
 the Kronecker matrix's rows as filters, matmuls and strided adds.
 The backward stays in the transform domain: the input gradient is the transposed GEMM followed by the
@@ -91,15 +93,19 @@ def line_transforms(r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
     return AT.contiguous(), AT.T.contiguous(), BT.contiguous(), BT.T.contiguous()
 
 
-def transform_weight(weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def transform_weight(weight: torch.Tensor, out: torch.Tensor | None = None, packed: bool = False) -> torch.Tensor:
     """OIHW r x r weight -> (n^2, O, I), in fp32 (also under autocast); written into `out` (flat, at least
-    that many elements) when given."""
+    that many elements) when given. `packed`: (n^2, O/8, I, 8) instead, the layout `native.gemm` takes."""
     o, i, r = weight.shape[:3]
     KG = transforms(r, weight.device)[1]
+    w = weight.detach().float().reshape(o, i, r * r)
+    if packed:  # order the weight's rows as the packing orders U's (a 9x smaller copy than reordering U)
+        w = w.view(o // native.GEMM_ROWS, native.GEMM_ROWS, i, r * r).transpose(1, 2)
     with torch.autocast(weight.device.type, enabled=False):
         q = KG.shape[0]
         out = None if out is None else out[:q * o * i].view(q, o * i)
-        return torch.mm(KG, weight.detach().float().reshape(o * i, r * r).T, out=out).view(q, o, i)
+        U = torch.mm(KG, w.reshape(o * i, r * r).T, out=out)
+        return U.view(q, o // native.GEMM_ROWS, i, native.GEMM_ROWS) if packed else U.view(q, o, i)
 
 
 _WORKSPACE = threading.local()
@@ -165,14 +171,14 @@ def _overlap_add(g: torch.Tensor, m: int) -> torch.Tensor:
     return out.view(n, c, m * (th + 1), m * (tw + 1))
 
 
-def _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep):
+def _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep, o):
     """The C forward, `rows` tile rows of `nb` images at a time: input transform, GEMMs and output transform
     of one block before the next, so a large map's transform domain is never written out whole (at 512 px
     the 256-channel maps' would be 38 MB, more than the L3 cache). The blocks live in the thread's
-    `workspace`, except the transformed input V when `keep` (one block then holds every tile). -> (output,
-    V when keep, else None)."""
+    `workspace`, except the transformed input V when `keep` (one block then holds every tile). The GEMMs are
+    `native.gemm`'s when U is packed (4-D), else torch's bmm. -> (output, V when keep, else None)."""
     n, c = x.shape[:2]
-    q2, o = U.shape[:2]
+    q2 = U.shape[0]
     AT, _, BT, _ = line_transforms(r)
     V = x.new_empty(q2 * c * n * th * tw) if keep else workspace("V", q2 * c * nb * rows * tw, x)
     M = workspace("M", q2 * o * nb * rows * tw, x)
@@ -182,7 +188,7 @@ def _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep
             k, nk = min(rows, th - i0), min(nb, n - b)
             t = nk * k * tw
             Vb = native.tiles_in(x[b:b + nk], BT, TILE[r], pad, reflect, k, tw, i0, out=V[:q2 * c * t].view(q2, c, t))
-            Mb = torch.bmm(U, Vb, out=M[:q2 * o * t].view(q2, o, t))
+            Mb = (native.gemm if U.dim() == 4 else torch.bmm)(U, Vb, out=M[:q2 * o * t].view(q2, o, t))
             if bias is not None:  # M at point (1, 1) adds to every output of its tile (A^T's column there is ones)
                 Mb[ONE * (TILE[r] + r)] += bias.float().view(o, 1)
             native.tiles_out_rows(Mb, AT, i0, k, y[b:b + nk])
@@ -197,7 +203,7 @@ class _Winograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, pad, reflect, U, keep):
         n, c, h, w = x.shape
-        o, r = U.shape[1], weight.shape[2]
+        o, r = weight.shape[:3:2]
         m = TILE[r]
         a = m + r - 1
         ho, wo = h + 2 * pad - r + 1, w + 2 * pad - r + 1
@@ -205,7 +211,7 @@ class _Winograd(torch.autograd.Function):
         use_c = native.library() is not None
         if use_c:
             nb, rows = (n, th) if keep else _blocks(n, th, tw, BLOCK_BYTES // (4 * a * a * (c + o)))
-            y, V = _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep)
+            y, V = _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep, o)
         else:
             xp = F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x
             V = _to_tiles(_pad_end(xp, m * th + r - 1, m * tw + r - 1), transforms(r, x.device)[2], a, m)
@@ -267,8 +273,9 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     grad = torch.is_grad_enabled()
     keep = grad and weight.requires_grad  # the weight gradient needs the transformed input
     o, i = weight.shape[:2]
-    U = transform_weight(weight, None if grad and (keep or x.requires_grad) else
-                         workspace("U", (r + TILE[r] - 1) ** 2 * o * i, x))  # a backward keeps U
+    backward = grad and (keep or x.requires_grad)  # a backward keeps U (unpacked, for bmm)
+    packed = not backward and o % native.GEMM_ROWS == 0 and native.gemm_fast()
+    U = transform_weight(weight, None if backward else workspace("U", (r + TILE[r] - 1) ** 2 * o * i, x), packed)
     return fp32_conv(_Winograd, "winograd_conv2d", x, weight, bias, padding, reflect, U, keep)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from gantk.kernels import native, winograd
 from gantk.kernels.shift_conv import ShiftConv2d
 from gantk.acceleration import patch_winograd
-from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices,
+from gantk.kernels.winograd import (TILE, WinogradConv2d, line_transforms, matrices, transform_weight,
                                     winograd_conv2d)
 from gantk.models import define_G
 
@@ -134,19 +134,52 @@ def test_c_tile_transforms_match_torch_ops(r, n, c, h, w, pad, reflect):
         assert torch.allclose(y1[:, :, m:].double(), full[:, :, m:th * m - 1, :tw * m - 2], atol=1e-4)
 
 
+@pytest.mark.parametrize("gemm", [False, True])
 @pytest.mark.parametrize("fit", [1, 25, 130])
 @pytest.mark.parametrize("r", sorted(TILE))
-def test_blocked_inference_forward_matches_direct_convolution(r, fit, monkeypatch, transforms_in):
+def test_blocked_inference_forward_matches_direct_convolution(r, fit, gemm, monkeypatch, transforms_in):
     """Without gradients the forward runs block by block, BLOCK_BYTES set for `fit` tiles per block: one tile
     row (10 or 12 tiles), two rows, or whole images (two per block of the batch of 3 for F(4x4, 3x3));
-    reflect padding and a bias, 23 x 37 leaves partial tiles and a partial vector block."""
-    monkeypatch.setattr(winograd, "BLOCK_BYTES", 4 * 36 * (4 + 6) * fit)
+    reflect padding and a bias, 23 x 37 leaves partial tiles and a partial vector block. The GEMMs are
+    torch's bmm (6 outputs) or gantk's C GEMM with the packed weight (16 outputs, on any CPU here)."""
+    if gemm and native.library() is None:
+        pytest.skip("the packed GEMM is a C kernel: not with the torch-ops transforms")
+    o = 16 if gemm else 6
+    monkeypatch.setattr(native, "gemm_fast", lambda: gemm)
+    monkeypatch.setattr(winograd, "BLOCK_BYTES", 4 * 36 * (4 + o) * fit)
     torch.manual_seed(0)
-    x, wt, b = torch.randn(3, 4, 23, 37), torch.randn(6, 4, r, r) / (2 * r), torch.randn(6)
+    x, wt, b = torch.randn(3, 4, 23, 37), torch.randn(o, 4, r, r) / (2 * r), torch.randn(o)
     want = F.conv2d(F.pad(x, (1,) * 4, mode="reflect"), wt, b)
     with torch.no_grad():
         got = winograd_conv2d(x, wt.requires_grad_(), b, 1, padding_mode="reflect")
     assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize("p,o,k,t", [(36, 8, 3, 1), (36, 16, 65, 33), (5, 24, 130, 64), (2, 256, 256, 100)])
+def test_c_gemm_matches_float64_with_no_more_rounding_than_bmm(p, o, k, t):
+    """native.gemm on the packed A (8 rows interleaved) against the float64 product: 1, 33, 64 and 100
+    columns (partial and whole 32-column panels), K across the 64-update partial sums; its largest error at
+    most 1.5x that of torch's bmm."""
+    if native.library() is None:
+        pytest.skip("the C kernels did not build here (no C compiler?)")
+    torch.manual_seed(0)
+    A, B = torch.randn(p, o, k), torch.randn(p, k, t)
+    want = torch.bmm(A.double(), B.double())
+    got = native.gemm(A.view(p, o // 8, 8, k).transpose(2, 3).contiguous(), B, torch.empty(p, o, t))
+    err, bmm_err = (got - want).abs().max(), (torch.bmm(A, B) - want).abs().max()
+    assert err <= 1.5 * bmm_err + 1e-6
+    with pytest.raises(ValueError, match="do not chain"):
+        native.gemm(A.view(p, o // 8, 8, k), B, torch.empty(p, o, t))
+
+
+def test_packed_weight_transform_is_the_transform_reordered():
+    """transform_weight(packed=True) puts row 8j+i of each point's (O x I) matrix at [j, :, i]."""
+    torch.manual_seed(0)
+    for r in sorted(TILE):
+        w = torch.randn(24, 5, r, r)
+        U, P = transform_weight(w), transform_weight(w, packed=True)
+        assert P.shape == (U.shape[0], 3, 5, 8)
+        assert torch.allclose(P, U.view(-1, 3, 8, 5).transpose(2, 3), atol=1e-6)
 
 
 def test_c_transforms_fall_back_to_torch_ops_when_the_build_fails(monkeypatch, tmp_path, caplog):
@@ -158,8 +191,10 @@ def test_c_transforms_fall_back_to_torch_ops_when_the_build_fails(monkeypatch, t
         with caplog.at_level("WARNING"):
             assert native.library() is None
         assert "could not build the C CPU kernels (false exited with 1)" in caplog.text
+        torch.manual_seed(0)
         x, wt = torch.randn(1, 2, 6, 6), torch.randn(3, 2, 3, 3)
-        assert torch.allclose(winograd_conv2d(x, wt, padding=1), F.conv2d(x, wt, padding=1), atol=1e-5)
+        want = F.conv2d(x, wt, padding=1)
+        assert (winograd_conv2d(x, wt, padding=1) - want).abs().max() <= 1e-5 * want.abs().max()
     finally:
         native.library.cache_clear()
 
