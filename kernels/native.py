@@ -74,8 +74,9 @@ def library() -> ctypes.CDLL | None:
     lib.gantk_in_fwd.argtypes = [_P, _P, _P, _P, _L, _L, _L, _F, _I, _F, _P, _P, _P, _I]
     lib.gantk_in_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _L, _L, _L, _I, _F, _P, _P, _P, _I]
     lib.gantk_gemm.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I]
+    lib.gantk_weight_packed.argtypes = [_P, _L, _L, _L, _P, _L, _P, _I]
     for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_tiles_out_rows, lib.gantk_in_fwd, lib.gantk_in_bwd,
-              lib.gantk_gemm):
+              lib.gantk_gemm, lib.gantk_weight_packed):
         f.restype = _I
     return lib
 
@@ -169,6 +170,18 @@ def gemm(A: torch.Tensor, B: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if rows != GEMM_ROWS or B.shape != (p, k, t) or out.shape != (p, blocks * rows, t):
         raise ValueError(f"native gemm: shapes {tuple(A.shape)}, {tuple(B.shape)}, {tuple(out.shape)} do not chain")
     _run("gantk_gemm", A.data_ptr(), B.data_ptr(), out.data_ptr(), p, blocks * rows, k, t)
+    return out
+
+
+def weight_packed(w: torch.Tensor, G: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The Winograd weight transform G w G^T of an (O, I, k, k) weight (G: n x k) in the layout `gemm` takes:
+    out (n*n, O/8, I, 8), written in place and returned."""
+    _checked(w, G, out)
+    o, i, k = w.shape[:3]
+    n = G.shape[0]
+    if o % GEMM_ROWS or G.shape[1] != k or out.shape != (n * n, o // GEMM_ROWS, i, GEMM_ROWS):
+        raise ValueError(f"native weight_packed: {tuple(w.shape)} by G {tuple(G.shape)} does not fill {tuple(out.shape)}")
+    _run("gantk_weight_packed", w.data_ptr(), o, i, k, G.data_ptr(), n, out.data_ptr())
     return out
 
 

@@ -251,3 +251,29 @@ int gantk_tiles_out_rows(const float *in, long N, long C, long th, long tw, long
     }
     return failed ? -1 : 0;
 }
+
+/* The weight transform straight into the packed layout of gemm.c: out[p*n + q][o/8][c][o%8] =
+ * sum_{r,s} G[p][r] G[q][s] w[o][c][r][s] for an O x I x k x k weight (O a multiple of 8), G n x k: one vector
+ * lane per output channel of a group of 8. (torch's mm of the 36 x 9 G-kron-G by the weight ran at a
+ * fraction of memory speed, and then U had to be reordered.) */
+#if VL != 8
+#error "gantk_weight_packed fills 8 lanes, the rows gemm.c interleaves"
+#endif
+int gantk_weight_packed(const float *w, long O, long I, long k, const float *G, long n, float *out, int threads) {
+    if (k > MAXN || n > MAXN) return -2;
+    const long groups = O / VL, kk = k * k;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long unit = 0; unit < groups * I; unit++) {
+        const long g = unit / I, c = unit % I;
+        vf X[MAXN][MAXN], R[MAXN][MAXN];
+        for (long r = 0; r < k; r++)
+            for (long s = 0; s < k; s++)
+                for (long l = 0; l < VL; l++) X[r][s][l] = w[((g * VL + l) * I + c) * kk + r * k + s];
+        for (long p = 0; p < n; p++)
+            for (long s = 0; s < k; s++) R[p][s] = combine(G + p * k, &X[0][s], MAXN, k);
+        for (long p = 0; p < n; p++)
+            for (long q = 0; q < n; q++)
+                vstore(out + (((p * n + q) * groups + g) * I + c) * VL, combine(G + q * k, R[p], 1, k), VL);
+    }
+    return 0;
+}

@@ -93,19 +93,30 @@ def line_transforms(r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
     return AT.contiguous(), AT.T.contiguous(), BT.contiguous(), BT.T.contiguous()
 
 
+@functools.cache
+def _G(r: int) -> torch.Tensor:
+    """The kernel transform G (n x r) in fp32, for the C weight transform."""
+    return matrices(TILE[r], r)[1].float().contiguous()
+
+
 def transform_weight(weight: torch.Tensor, out: torch.Tensor | None = None, packed: bool = False) -> torch.Tensor:
     """OIHW r x r weight -> (n^2, O, I), in fp32 (also under autocast); written into `out` (flat, at least
-    that many elements) when given. `packed`: (n^2, O/8, I, 8) instead, the layout `native.gemm` takes."""
+    that many elements) when given. `packed`: (n^2, O/8, I, 8) instead, the layout `native.gemm` takes (by the
+    C kernel where it is built)."""
     o, i, r = weight.shape[:3]
     KG = transforms(r, weight.device)[1]
-    w = weight.detach().float().reshape(o, i, r * r)
+    q, rows = KG.shape[0], native.GEMM_ROWS
+    w = weight.detach().float()
+    if packed and native.usable(w.contiguous()):
+        U = torch.empty(q, o // rows, i, rows) if out is None else out[:q * o * i].view(q, o // rows, i, rows)
+        return native.weight_packed(w.contiguous(), _G(r), U)
+    w = w.reshape(o, i, r * r)
     if packed:  # order the weight's rows as the packing orders U's (a 9x smaller copy than reordering U)
-        w = w.view(o // native.GEMM_ROWS, native.GEMM_ROWS, i, r * r).transpose(1, 2)
+        w = w.view(o // rows, rows, i, r * r).transpose(1, 2)
     with torch.autocast(weight.device.type, enabled=False):
-        q = KG.shape[0]
         out = None if out is None else out[:q * o * i].view(q, o * i)
         U = torch.mm(KG, w.reshape(o * i, r * r).T, out=out)
-        return U.view(q, o // native.GEMM_ROWS, i, native.GEMM_ROWS) if packed else U.view(q, o, i)
+        return U.view(q, o // rows, i, rows) if packed else U.view(q, o, i)
 
 
 _WORKSPACE = threading.local()

@@ -172,14 +172,15 @@ def test_c_gemm_matches_float64_with_no_more_rounding_than_bmm(p, o, k, t):
         native.gemm(A.view(p, o // 8, 8, k), B, torch.empty(p, o, t))
 
 
-def test_packed_weight_transform_is_the_transform_reordered():
-    """transform_weight(packed=True) puts row 8j+i of each point's (O x I) matrix at [j, :, i]."""
+def test_packed_weight_transform_is_the_transform_reordered(transforms_in):
+    """transform_weight(packed=True), by the C kernel or torch ops, puts row 8j+i of each point's (O x I)
+    matrix at [j, :, i]."""
     torch.manual_seed(0)
     for r in sorted(TILE):
         w = torch.randn(24, 5, r, r)
         U, P = transform_weight(w), transform_weight(w, packed=True)
         assert P.shape == (U.shape[0], 3, 5, 8)
-        assert torch.allclose(P, U.view(-1, 3, 8, 5).transpose(2, 3), atol=1e-6)
+        assert torch.allclose(P, U.view(-1, 3, 8, 5).transpose(2, 3), atol=1e-5)
 
 
 def test_c_transforms_fall_back_to_torch_ops_when_the_build_fails(monkeypatch, tmp_path, caplog):
