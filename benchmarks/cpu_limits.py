@@ -40,15 +40,21 @@ def seconds(fn, repeats: int) -> float:
 
 
 def gemm_rates() -> dict[str, float]:
-    """GFLOP/s of torch's fp32 GEMMs at the sizes that matter, and of oneDNN's direct 3x3 convolution (the
-    bound takes the best of them)."""
+    """GFLOP/s of torch's fp32 GEMMs at the sizes that matter, of gantk's C GEMM where winograd uses it, and of
+    oneDNN's direct 3x3 convolution (the bound takes the best of them)."""
+    from gantk.kernels import native
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     x, w = torch.randn(36, 256, 256), torch.randn(36, 256, 256)
     m, k = torch.randn(1, 256, 64, 64), torch.randn(256, 256, 3, 3)
-    return {"mm 2048^3": 2 * 2048**3 / seconds(lambda: a @ b, 10) / 1e9,
-            "bmm 36x256x256x256": 2 * 36 * 256**3 / seconds(lambda: torch.bmm(x, w), 30) / 1e9,
-            "conv 3x3 256ch 64x64 (oneDNN)": 2 * 9 * 256**2 * 64**2 / seconds(
-                lambda: torch.nn.functional.conv2d(m, k, padding=1), 20) / 1e9}
+    flop = 2 * 36 * 256**3
+    rates = {"mm 2048^3": 2 * 2048**3 / seconds(lambda: a @ b, 10) / 1e9,
+             "bmm 36x256x256x256": flop / seconds(lambda: torch.bmm(x, w), 30) / 1e9}
+    if native.gemm_fast():
+        xp, out = x.view(36, 32, 8, 256).transpose(2, 3).contiguous(), torch.empty(36, 256, 256)
+        rates["gantk C gemm 36x256x256x256"] = flop / seconds(lambda: native.gemm(xp, w, out), 30) / 1e9
+    rates["conv 3x3 256ch 64x64 (oneDNN)"] = 2 * 9 * 256**2 * 64**2 / seconds(
+        lambda: torch.nn.functional.conv2d(m, k, padding=1), 20) / 1e9
+    return rates
 
 
 def gemm_gflops(net: nn.Module, x: torch.Tensor, m: int | None) -> float:
