@@ -208,9 +208,8 @@ def _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep
 
 class _Winograd(torch.autograd.Function):
     """Stride-1 r x r convolution of fp32 NCHW x, padded by `pad` (reflect or zeros), with transformed
-    weight U (packed for `native.gemm` when 4-D: the backward then transforms the weight again). `keep`: save
-    the transformed input for the weight gradient (else the forward runs block by block). The tile transforms
-    are the C ones (`native`) where they built, else torch ops."""
+    weight U. `keep`: save the transformed input for the weight gradient (else the forward runs block by
+    block). The tile transforms are the C ones (`native`) where they built, else torch ops."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, pad, reflect, U, keep):
@@ -232,14 +231,13 @@ class _Winograd(torch.autograd.Function):
                 M[ONE * (a + 1)] += bias.float().view(o, 1)
             y = (transforms(r, x.device)[0] @ M.view(a * a, -1)).view(m, m, o, n, th, tw)
             y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, o, m * th, m * tw)[:, :, :ho, :wo]
-        packed = U.dim() == 4  # then U is in the workspace: keep the weight instead
-        ctx.save_for_backward(None if packed else U, V if keep else None, weight if packed else None)
+        ctx.save_for_backward(U, V if keep else None)  # freed with the graph (at once under no_grad)
         ctx.shape = (n, c, h, w, r, pad, reflect, th, tw, use_c)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        U, V, weight = ctx.saved_tensors
+        U, V = ctx.saved_tensors
         n, c, h, w, r, pad, reflect, th, tw, use_c = ctx.shape
         m = TILE[r]
         a = m + r - 1
@@ -252,11 +250,7 @@ class _Winograd(torch.autograd.Function):
             gM = _to_tiles(_pad_end(gy, m * th, m * tw), KA.T.contiguous(), m, m)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:  # B . B^T of each tile, tiles overlap-added, padding folded back
-            if U is None and c % native.GEMM_ROWS == 0:  # U^T is the transform of the transposed weight
-                UT = transform_weight(weight.transpose(0, 1).contiguous(), packed=True)
-                gV = native.gemm(UT, gM, gM.new_empty(a * a, c, gM.shape[2]))
-            else:
-                gV = torch.bmm((transform_weight(weight) if U is None else U).transpose(1, 2), gM)
+            gV = torch.bmm(U.transpose(1, 2), gM)
             if use_c:
                 gx = native.tiles_out(gV, B, m, pad, reflect, n, th, tw, h, w)
             else:
@@ -264,7 +258,7 @@ class _Winograd(torch.autograd.Function):
                 gx = unpad(_overlap_add(gd, m)[:, :, :h + 2 * pad, :w + 2 * pad], pad, reflect)
         if ctx.needs_input_grad[1]:
             gU = torch.bmm(gM, V.transpose(1, 2))
-            gw = (KG.T @ gU.view(a * a, -1)).view(r, r, gM.shape[1], c).permute(2, 3, 0, 1)
+            gw = (KG.T @ gU.view(a * a, -1)).view(r, r, *U.shape[1:]).permute(2, 3, 0, 1)
         if ctx.needs_input_grad[2]:
             gb = gy.sum((0, 2, 3))
         return gx, gw, gb, None, None, None, None
@@ -290,8 +284,8 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     grad = torch.is_grad_enabled()
     keep = grad and weight.requires_grad  # the weight gradient needs the transformed input
     o, i = weight.shape[:2]
-    packed = o % native.GEMM_ROWS == 0 and native.gemm_fast()
-    backward = grad and (keep or x.requires_grad) and not packed  # a backward keeps an unpacked U (for bmm)
+    backward = grad and (keep or x.requires_grad)  # a backward keeps U (unpacked, for bmm)
+    packed = not backward and o % native.GEMM_ROWS == 0 and native.gemm_fast()
     U = transform_weight(weight, None if backward else workspace("U", (r + TILE[r] - 1) ** 2 * o * i, x), packed)
     return fp32_conv(_Winograd, "winograd_conv2d", x, weight, bias, padding, reflect, U, keep)
 

@@ -155,27 +155,6 @@ def test_blocked_inference_forward_matches_direct_convolution(r, fit, gemm, monk
     assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
-@pytest.mark.parametrize("r", sorted(TILE))
-@pytest.mark.parametrize("c,o", [(8, 16), (5, 8)])
-def test_gradients_with_the_c_gemm(c, o, r, monkeypatch):
-    """With the C GEMM (forced, any CPU here) the forward takes the packed weight and the input gradient the
-    packed transform of the transposed weight (8 input channels), or torch's bmm (5); all three gradients
-    match direct convolution."""
-    if native.library() is None:
-        pytest.skip("the C kernels did not build here (no C compiler?)")
-    monkeypatch.setattr(native, "gemm_fast", lambda: True)
-    torch.manual_seed(0)
-    x = torch.randn(2, c, 11, 9, requires_grad=True)
-    wt = (torch.randn(o, c, r, r) / (r * c ** 0.5)).requires_grad_()
-    b = torch.randn(o, requires_grad=True)
-    want = F.conv2d(F.pad(x, (1,) * 4, mode="reflect"), wt, b)
-    got = winograd_conv2d(x, wt, b, 1, padding_mode="reflect")
-    assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
-    g = torch.randn_like(want)
-    for a, e in zip(torch.autograd.grad(got, [x, wt, b], g), torch.autograd.grad(want, [x, wt, b], g)):
-        assert (a - e).abs().max() <= 1e-5 * e.abs().max()
-
-
 @pytest.mark.parametrize("p,o,k,t", [(36, 8, 3, 1), (36, 16, 65, 33), (5, 24, 130, 64), (2, 256, 256, 100)])
 def test_c_gemm_matches_float64_with_no_more_rounding_than_bmm(p, o, k, t):
     """native.gemm on the packed A (8 rows interleaved) against the float64 product: 1, 33, 64 and 100
