@@ -6,8 +6,9 @@
   (`native`, `norm.c`).
 - `winograd_conv2d` / `WinogradConv2d`: Winograd F(4x4, 3x3) and F(3x3, 4x4) for stride-1 3x3/4x4
   convolutions (forward and backward; GEMMs in torch, tile transforms in C from `tiles.c`, torch ops without
-  a compiler), the CPU speed path, with `shift_conv2d` (one GEMM + shifted adds) for stride-1 convolutions
-  to at most 4 channels.
+  a compiler; on AVX-512 CPUs the inference GEMMs in C too, `gemm.c`), the CPU speed path, with
+  `shift_conv2d` (one GEMM + shifted adds) for stride-1 convolutions to at most 4 channels and
+  `BandedConvTranspose2d` (transposed convs without gradients in bands of output rows).
 
 Ops only: swapping a network's modules for these is `gantk.acceleration`'s work (`patch`, `patch_winograd`).
 
@@ -23,8 +24,10 @@ from gantk.kernels.modules import InstanceNormAct, ReflectPadConv2d
 from gantk.kernels.native import ACTIVATIONS
 from gantk.kernels.reflect_conv import reflect_pad_conv2d
 from gantk.kernels.runtime import HAS_TRITON, INTERPRET, use_triton
+from gantk.kernels.bands import BandedConvTranspose2d, banded_conv_transpose2d
 from gantk.kernels.shift_conv import ShiftConv2d, shift_conv2d
 from gantk.kernels.winograd import WinogradConv2d, winograd_conv2d
 
-__all__ = ["ACTIVATIONS", "HAS_TRITON", "INTERPRET", "InstanceNormAct", "ReflectPadConv2d", "ShiftConv2d",
-           "WinogradConv2d", "instance_norm_act", "reflect_pad_conv2d", "shift_conv2d", "use_triton", "winograd_conv2d"]
+__all__ = ["ACTIVATIONS", "HAS_TRITON", "INTERPRET", "BandedConvTranspose2d", "InstanceNormAct", "ReflectPadConv2d",
+           "ShiftConv2d", "WinogradConv2d", "banded_conv_transpose2d", "instance_norm_act", "reflect_pad_conv2d",
+           "shift_conv2d", "use_triton", "winograd_conv2d"]
