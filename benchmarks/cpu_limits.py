@@ -4,7 +4,7 @@ and how the time grows with the image size.
 Measures the best fp32 GEMM rate torch reaches here (a 2048^3 `mm`, the residual blocks' Winograd `bmm`,
 36 x 256x256x256, and oneDNN's 3x3 convolution), counts the generator's GEMM FLOPs with Winograd F(4x4,3x3)
 and F(6x6,3x3) for its stride-1 256-channel 3x3 convs (direct convolutions elsewhere), and times eager fp32
-and gantk's winograd path at each size, so the bound (FLOPs / best rate, no transforms, norms or memory
+and gantk's winograd path at each size (and where winograd's forward spends its time), so the bound (FLOPs / best rate, no transforms, norms or memory
 traffic) can be set against eager / 3 (issue 22's goal), and time(2s) / time(s) against the 4x of the pixel
 count. With --int8 it also quantises the generator with ONNX Runtime (static QDQ, per-channel int8 weights,
 uint8 activations calibrated on 2 sample photos) and reports its PSNR and time on 2 others (at the first
@@ -122,6 +122,43 @@ def forward_ms(net: nn.Module, size: int, repeats: int | None) -> float:
         return 1000 * seconds(lambda: net(x), repeats or min(10, max(3, 10 * 256 ** 2 // size ** 2)))
 
 
+def winograd_parts(fast: nn.Module, size: int) -> dict[str, float]:
+    """Where one winograd forward at `size` px spends its time, ms (after a warm-up forward): the Winograd
+    GEMMs (gantk's C GEMM or torch's bmm) with their GFLOP/s, the tile transforms, the weight transforms, and
+    the rest (oneDNN's other convolutions, norms, glue)."""
+    from gantk.kernels import native, winograd
+    spent, flop = {"gemm": 0.0, "tile transforms": 0.0, "weight transforms": 0.0}, [0]
+
+    def timed(key, fn):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spent[key] += time.perf_counter() - t
+            if key == "gemm":  # out is (points, O, T) and args[1] (points, K, T)
+                flop[0] += 2 * out.numel() * args[1].shape[1]
+            return out
+        return call
+
+    patched = [(native, "gemm", "gemm"), (torch, "bmm", "gemm"), (native, "tiles_in", "tile transforms"),
+               (native, "tiles_out_rows", "tile transforms"), (winograd, "transform_weight", "weight transforms")]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patched]
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        fast(x)
+        try:
+            for mod, name, key in patched:
+                setattr(mod, name, timed(key, getattr(mod, name)))
+            t = time.perf_counter()
+            fast(x)
+            total = time.perf_counter() - t
+        finally:
+            for mod, name, fn in saved:
+                setattr(mod, name, fn)
+    parts = {k: 1000 * v for k, v in spent.items()}
+    return {**parts, "rest": 1000 * total - sum(parts.values()), "total": 1000 * total, "gemm_gflop": flop[0] / 1e9,
+            "gemm_gflops_per_s": flop[0] / max(spent["gemm"], 1e-9) / 1e9}
+
+
 def size_row(net: nn.Module, size: int, eager_ms: float, winograd_ms: float, best: float) -> dict:
     """Eager and winograd ms, GEMM GFLOP and their bound at the best GEMM rate, at `size` px."""
     x = torch.rand(1, 3, size, size) * 2 - 1
@@ -151,6 +188,8 @@ def main(argv=None) -> int:
     fast = copy.deepcopy(net)
     patch_winograd(fast)
     rows = [size_row(net, size, e, forward_ms(fast, size, args.repeats), best) for size, e in zip(args.sizes, eager)]
+    for r in rows:
+        r["winograd_parts_ms"] = winograd_parts(fast, r["size"])
     rep = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "gemm_gflops_per_s": rates, "sizes": rows}
     if args.int8:
@@ -172,6 +211,15 @@ def main(argv=None) -> int:
                      + ", ".join(f"{v:.2f}" for v in r["gemm_gflop"].values()) + " | "
                      + ", ".join(f"{v:.1f}" for v in r["bound_ms"].values())
                      + f" | {r['eager_ms'] / r['bound_ms']['F(6x6,3x3)']:.2f}x |")
+    lines += ["", "Where one winograd forward spends its time (ms, one timed call; the GEMMs' rate in GFLOP/s):", "",
+              "| size | total | Winograd GEMMs | GEMM GFLOP/s | tile transforms | weight transforms | rest (other convs, "
+              "norms, glue) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        w = r["winograd_parts_ms"]
+        lines.append(f"| {r['size']} | {w['total']:.1f} | {w['gemm']:.1f} ({w['gemm'] / w['total']:.0%}) | "
+                     f"{w['gemm_gflops_per_s']:.0f} | {w['tile transforms']:.1f} ({w['tile transforms'] / w['total']:.0%}) | "
+                     f"{w['weight transforms']:.1f} ({w['weight transforms'] / w['total']:.0%}) | "
+                     f"{w['rest']:.1f} ({w['rest'] / w['total']:.0%}) |")
     if args.int8:
         lines += ["", f"| ONNX Runtime, {args.sizes[0]} px | PSNR vs eager fp32 (dB), 2 photos | ms |", "|---|---|---|",
                   *(f"| {k} | {', '.join(f'{p:.1f}' for p in v['psnr_db'])} | {v['ms']:.1f} |"
