@@ -483,4 +483,4 @@ def test_cpu_limits_reports_every_size(tmp_path, monkeypatch):
     assert all(parts[k] > 0 for k in timed)  # the torch-op transforms (no compiler) are not timed apart
     assert parts["rest"] == pytest.approx(parts["total"] - parts["gemm"] - parts["tile transforms"]
                                           - parts["weight transforms"])
-    assert "Where one winograd forward spends its time" in table
+    assert "Where a winograd forward spends its time" in table
