@@ -5,8 +5,8 @@
  * sums K rank-1 updates, one broadcast of A and two vector loads of B per row of A. B's NR-column panel is
  * first copied to a contiguous buffer: B's rows lie T floats apart, which at T = 1024 maps every row to the
  * same L1 cache set. Points are spread over OpenMP threads. GCC vector extensions, so it compiles anywhere;
- * it is only fast with 32 vector registers of 16 floats (AVX-512), where torch's bmm (MKL) reached 110-160
- * GFLOP/s on this 2-core Zen 4 and this kernel 150-185 (peak 213). Returns 0, or -1 (out of memory).
+ * it is only fast with 32 vector registers of 16 floats (AVX-512): on a 2-core Zen 4, 182 GFLOP/s against
+ * torch's bmm's (MKL) 164 (benchmarks/cpu_limits.py). Returns 0, or -1 (out of memory).
  */
 #include <stdlib.h>
 #include <string.h>
