@@ -136,7 +136,8 @@ def shift_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     if padding_mode not in ("zeros", "reflect") or padding_mode == "reflect" and padding >= min(x.shape[2:]):
         raise ValueError(f"shift_conv2d: padding_mode 'zeros', or 'reflect' with padding under the input's sides, "
                          f"got {padding_mode!r}, padding {padding} for {x.shape[2]}x{x.shape[3]}")
-    keep = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)  # the backward needs the padded x
+    # any backward takes the padded x saved by the forward
+    keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     return fp32_conv(_ShiftConv, "shift_conv2d", x, weight, bias, padding, padding_mode == "reflect", keep)
 
 

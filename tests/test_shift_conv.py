@@ -47,7 +47,8 @@ def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, chu
 
 
 def test_weight_gradient_alone_and_no_bias():
-    """An input that needs no gradient (a network's first layer) gets none; the weight's is still right."""
+    """An input that needs no gradient (a network's first layer) gets none; the weight's is still right, and
+    so is a bias's when it is the only thing trained."""
     torch.manual_seed(0)
     x = torch.randn(2, 4, 10, 12)
     wt = torch.randn(3, 4, 7, 7, requires_grad=True)
@@ -57,6 +58,10 @@ def test_weight_gradient_alone_and_no_bias():
     gw, = torch.autograd.grad(got.square().sum(), [wt])
     ww, = torch.autograd.grad(want.square().sum(), [wt])
     assert (gw - ww).abs().max() <= 1e-5 * ww.abs().max()
+    b = torch.randn(3, requires_grad=True)  # a bias alone to train (frozen weight)
+    gb, = torch.autograd.grad(shift_conv2d(x, wt.detach(), b, 3, "reflect").square().sum(), [b])
+    wb, = torch.autograd.grad(F.conv2d(F.pad(x, (3,) * 4, mode="reflect"), wt.detach(), b).square().sum(), [b])
+    assert (gb - wb).abs().max() <= 1e-5 * wb.abs().max()
 
 
 def test_dtypes_layouts_and_bad_input():
