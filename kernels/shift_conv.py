@@ -43,6 +43,11 @@ def padded_rows(x: torch.Tensor, r0: int, r1: int, pad: int, reflect: bool) -> t
     return F.pad(x[:, :, lo:hi], (pad, pad, top, bottom))
 
 
+def pad2d(x: torch.Tensor, pad: int, reflect: bool) -> torch.Tensor:
+    """x (N, C, H, W) padded by `pad` on every side, reflect or zeros (x itself when pad is 0)."""
+    return F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x
+
+
 def unpad(g: torch.Tensor, pad: int, reflect: bool) -> torch.Tensor:
     """The gradient of F.pad(x, pad, reflect or zeros) w.r.t. x, from the padded gradient g."""
     if not pad:
@@ -65,8 +70,7 @@ class _ShiftConv(torch.autograd.Function):
         o, k = weight.shape[0], weight.shape[2]
         h, length = hp - k + 1, hp * wp
         W = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)
-        xf = (F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x).reshape(n, c, length) \
-            if keep else None
+        xf = pad2d(x, pad, reflect).reshape(n, c, length) if keep else None
         rows = max(1, CHUNK // wp)
         y = x.new_zeros(n, o, h * wp)  # y[p] = sum over taps of Z[tap, p + offset]
         for r0 in range(0, hp, rows):

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gantk.kernels import native
-from gantk.kernels.shift_conv import FastConv2d, fp32_conv, plain_stride1_conv, unpad
+from gantk.kernels.shift_conv import FastConv2d, fp32_conv, pad2d, plain_stride1_conv, unpad
 
 POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # finite interpolation points, in order of use; infinity is the last
 ONE = POINTS.index(1)  # A^T's column at point 1 is all ones
@@ -101,22 +101,17 @@ def _G(r: int) -> torch.Tensor:
 
 def transform_weight(weight: torch.Tensor, out: torch.Tensor | None = None, packed: bool = False) -> torch.Tensor:
     """OIHW r x r weight -> (n^2, O, I), in fp32 (also under autocast); written into `out` (flat, at least
-    that many elements) when given. `packed`: (n^2, O/8, I, 8) instead, the layout `native.gemm` takes (by the
-    C kernel where it is built)."""
+    that many elements) when given. `packed`: (n^2, O/8, I, 8) instead, the layout `native.gemm` takes, by
+    the C kernel (only used where it is built)."""
     o, i, r = weight.shape[:3]
     KG = transforms(r, weight.device)[1]
     q, rows = KG.shape[0], native.GEMM_ROWS
-    w = weight.detach().float()
-    if packed and native.usable(w.contiguous()):
+    if packed:
         U = torch.empty(q, o // rows, i, rows) if out is None else out[:q * o * i].view(q, o // rows, i, rows)
-        return native.weight_packed(w.contiguous(), _G(r), U)
-    w = w.reshape(o, i, r * r)
-    if packed:  # order the weight's rows as the packing orders U's (a 9x smaller copy than reordering U)
-        w = w.view(o // rows, rows, i, r * r).transpose(1, 2)
+        return native.weight_packed(weight.detach().float().contiguous(), _G(r), U)
     with torch.autocast(weight.device.type, enabled=False):
         out = None if out is None else out[:q * o * i].view(q, o * i)
-        U = torch.mm(KG, w.reshape(o * i, r * r).T, out=out)
-        return U.view(q, o // rows, i, rows) if packed else U.view(q, o, i)
+        return torch.mm(KG, weight.detach().float().reshape(o * i, r * r).T, out=out).view(q, o, i)
 
 
 _WORKSPACE = threading.local()
@@ -214,7 +209,7 @@ class _Winograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, pad, reflect, U, keep):
         n, c, h, w = x.shape
-        o, r = weight.shape[:3:2]
+        o, r = weight.shape[0], weight.shape[2]
         m = TILE[r]
         a = m + r - 1
         ho, wo = h + 2 * pad - r + 1, w + 2 * pad - r + 1
@@ -224,8 +219,7 @@ class _Winograd(torch.autograd.Function):
             nb, rows = (n, th) if keep else _blocks(n, th, tw, BLOCK_BYTES // (4 * a * a * (c + o)))
             y, V = _blocked_forward(x, U, bias, r, pad, reflect, th, tw, ho, wo, nb, rows, keep, o)
         else:
-            xp = F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant") if pad else x
-            V = _to_tiles(_pad_end(xp, m * th + r - 1, m * tw + r - 1), transforms(r, x.device)[2], a, m)
+            V = _to_tiles(_pad_end(pad2d(x, pad, reflect), m * th + r - 1, m * tw + r - 1), transforms(r, x.device)[2], a, m)
             M = torch.bmm(U, V)
             if bias is not None:
                 M[ONE * (a + 1)] += bias.float().view(o, 1)

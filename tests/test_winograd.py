@@ -172,9 +172,11 @@ def test_c_gemm_matches_float64_with_no_more_rounding_than_bmm(p, o, k, t):
         native.gemm(A.view(p, o // 8, 8, k), B, torch.empty(p, o, t))
 
 
-def test_packed_weight_transform_is_the_transform_reordered(transforms_in):
-    """transform_weight(packed=True), by the C kernel or torch ops, puts row 8j+i of each point's (O x I)
-    matrix at [j, :, i]."""
+def test_packed_weight_transform_is_the_transform_reordered():
+    """transform_weight(packed=True), by the C kernel, puts row 8j+i of each point's (O x I) matrix (torch's
+    mm) at [j, :, i]."""
+    if native.library() is None:
+        pytest.skip("the C kernels did not build here (no C compiler?)")
     torch.manual_seed(0)
     for r in sorted(TILE):
         w = torch.randn(24, 5, r, r)
