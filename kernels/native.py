@@ -1,6 +1,6 @@
 """The CPU kernels in C, compiled on first use with the machine's C compiler and loaded with ctypes:
 the Winograd tile transforms (`tiles.c`; each fuses what takes torch ops several passes: gather, pad,
-transform, layout change, overlap-add), the Winograd forward's batched GEMM (`gemm.c`) and InstanceNorm +
+transform, layout change, overlap-add), the Winograd forward's batched GEMM (`gemm.c`), direct convolution for few output channels (`conv.c`) and InstanceNorm +
 activation (+ residual), forward and backward (`norm.c`). Built with -march=native -fopenmp into GANTK_CACHE_DIR (default ~/.cache/gantk), keyed by
 the sources, compiler, flags and CPU. Without a compiler, or with GANTK_NATIVE=0, `library()` is None and
 callers use torch ops instead (same results up to rounding)."""
@@ -22,7 +22,7 @@ import torch
 from gantk.runtime import cpu_flags
 
 log = logging.getLogger(__name__)
-SOURCES = tuple(Path(__file__).with_name(f) for f in ("simd.h", "tiles.c", "norm.c", "gemm.c"))
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("simd.h", "tiles.c", "norm.c", "gemm.c", "conv.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu99", "-shared", "-fPIC")
 _L, _I, _P, _F = ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_float
 # activation codes of the fused norms, shared by the C kernels (norm.c) and the Triton ones
@@ -75,8 +75,11 @@ def library() -> ctypes.CDLL | None:
     lib.gantk_in_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _L, _L, _L, _I, _F, _P, _P, _P, _I]
     lib.gantk_gemm.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I]
     lib.gantk_weight_packed.argtypes = [_P, _L, _L, _L, _P, _L, _P, _I]
+    lib.gantk_conv_few.argtypes = [_P, _L, _L, _L, _L, _P, _L, _L, _P, _P, _L, _L, _I]
+    lib.gantk_col2im.argtypes = [_P, _L, _L, _L, _L, _L, _L, _L, _L, _P, _P, _L, _L, _L, _I]
     for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_tiles_out_rows, lib.gantk_in_fwd, lib.gantk_in_bwd,
-              lib.gantk_gemm, lib.gantk_weight_packed):
+              lib.gantk_gemm, lib.gantk_weight_packed, lib.gantk_conv_few,
+              lib.gantk_col2im):
         f.restype = _I
     return lib
 
@@ -185,6 +188,25 @@ def weight_packed(w: torch.Tensor, G: torch.Tensor, out: torch.Tensor) -> torch.
     return out
 
 
+CONV_FEW_OUT = 4  # most output channels `conv_few` takes (MAXO in conv.c)
+
+
+def conv_few(xp: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """out = F.conv2d(xp, w, bias) (stride 1, no padding) for an already padded (N, C, Hp, Wp) xp and an
+    (O, C, k, k) weight with O <= CONV_FEW_OUT; out (N, O, Ho, Wo) may be a view whose rows are contiguous
+    (a slice of rows of a larger output). Written in place and returned."""
+    _checked(xp, bias)
+    n, c, hp, wp = xp.shape
+    o, k = w.shape[0], w.shape[2]
+    if (w.shape[1] != c or o > CONV_FEW_OUT or out.shape != (n, o, hp - k + 1, wp - k + 1) or out.stride(3) != 1
+            or out.stride(2) != out.shape[3] or out.dtype != torch.float32):
+        raise ValueError(f"native conv_few: {tuple(xp.shape)} by {tuple(w.shape)} does not fill {tuple(out.shape)}")
+    taps = w.float().permute(1, 2, 3, 0).contiguous()  # [C][k][k][O]
+    _run("gantk_conv_few", xp.data_ptr(), n, c, hp, wp, taps.data_ptr(), o, k, _ptr(bias), out.data_ptr(),
+         out.stride(0), out.stride(1))
+    return out
+
+
 def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str, slope: float, residual
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """act(InstanceNorm(x) * weight + bias) + residual for NCHW x -> (y, mean, rstd), fp32 statistics."""
@@ -206,3 +228,18 @@ def instance_norm_act_backward(dy, x, weight, bias, mean, rstd, activation: str,
     _run("gantk_in_bwd", dy.data_ptr(), x.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), rstd.data_ptr(),
          n, c, h * w, ACTIVATIONS[activation], slope, dx.data_ptr(), sdz.data_ptr(), sdzx.data_ptr())
     return dx, sdz, sdzx
+
+
+def col2im(Z: torch.Tensor, k: int, stride: int, padding: int, ih0: int, h: int, w: int,
+           bias: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    """The output rows of a transposed conv that input rows ih0 .. ih0+rows-1 reach, from Z (k*k*O, rows*w):
+    every tap's contribution (row (kh*k + kw)*O + o); y (O, Ho, Wo) is one sample's output, (h, w) its input's
+    size. See gantk_col2im in conv.c."""
+    _checked(Z, bias)
+    o, ho, wo = y.shape
+    rows = Z.shape[1] // w
+    if Z.shape != (k * k * o, rows * w) or y.stride(2) != 1 or y.stride(1) != wo or ih0 + rows > h:
+        raise ValueError(f"native col2im: Z {tuple(Z.shape)} does not fit output {tuple(y.shape)}")
+    _run("gantk_col2im", Z.data_ptr(), o, k, stride, padding, ih0, rows, h, w, _ptr(bias), y.data_ptr(), ho, wo,
+         y.stride(0))
+    return y

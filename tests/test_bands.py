@@ -1,5 +1,5 @@
-"""Transposed convolution in bands of output rows (gantk.kernels.bands) against the one-call convolution in
-float64, and its place in the CPU path (`patch_winograd`)."""
+"""Transposed convolution in bands of output rows (gantk.kernels.bands), by oneDNN per band or by GEMMs and the
+C col2im, against the one-call convolution in float64, and its place in the CPU path (`patch_winograd`)."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gantk.acceleration import patch_winograd
-from gantk.kernels import bands
+from gantk.kernels import bands, native
 from gantk.kernels.bands import BandedConvTranspose2d, banded_conv_transpose2d
 from gantk.models.networks import define_G
 
@@ -22,11 +22,25 @@ SHAPES = [(1, 4, 3, 9, 7, (3, 3), 2, 1, 1), (2, 5, 2, 8, 6, (4, 4), 2, 1, 0), (1
           (1, 3, 3, 6, 6, (5, 5), 3, 2, 1), (2, 2, 3, 5, 9, (3, 5), 1, 1, 0), (1, 2, 2, 4, 4, (2, 2), 2, 0, 0)]
 
 
+PATHS = ["onednn", pytest.param("gemm", marks=pytest.mark.skipif(native.library() is None, reason="no C compiler"))]
+
+
+def _path(monkeypatch, path: str) -> None:
+    """Make the large transposed convs take `path`: oneDNN per band, or the GEMMs and C col2im."""
+    if path == "onednn":
+        monkeypatch.setattr(bands.native, "usable", lambda *ts: False)
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("band_bytes", [1, 60, 1 << 20])
 @pytest.mark.parametrize("n,c,o,h,w,k,s,p,op", SHAPES)
-def test_bands_match_the_one_call_convolution(n, c, o, h, w, k, s, p, op, band_bytes, monkeypatch):
-    """Bands of one row (stride rows), of a few rows, and one call: F.conv_transpose2d in float64 to rounding."""
+def test_bands_match_the_one_call_convolution(n, c, o, h, w, k, s, p, op, band_bytes, path, monkeypatch):
+    """Bands of one row (stride rows), of a few rows, and one call (the GEMM path: Z of one input row, of two,
+    of all): F.conv_transpose2d in float64 to rounding. Non-square kernels take oneDNN's bands."""
+    _path(monkeypatch, path)
     monkeypatch.setattr(bands, "BAND_BYTES", band_bytes)
+    rows = {1: 1, 60: 2, 1 << 20: h}[band_bytes]
+    monkeypatch.setattr(bands, "Z_BYTES", rows * 4 * k[0] * k[1] * o * w)
     torch.manual_seed(0)
     x, weight, bias = torch.randn(n, c, h, w), torch.randn(c, o, *k), torch.randn(o)
     want = F.conv_transpose2d(x.double(), weight.double(), bias.double(), s, p, op)
@@ -36,9 +50,13 @@ def test_bands_match_the_one_call_convolution(n, c, o, h, w, k, s, p, op, band_b
         assert got.shape == ref.shape and (got - ref).abs().max() < 1e-5
 
 
-def test_the_module_bands_only_inference(monkeypatch):
-    """No gradient: bands (counted); with gradients one call, whose gradients are the plain module's."""
+@pytest.mark.parametrize("path", PATHS)
+def test_the_module_bands_only_inference(path, monkeypatch):
+    """No gradient: bands (counted) or GEMMs (counted); with gradients one call, whose gradients are the plain
+    module's."""
+    _path(monkeypatch, path)
     monkeypatch.setattr(bands, "BAND_BYTES", 64)
+    monkeypatch.setattr(bands, "Z_BYTES", 4 * 9 * 3 * 6 * 2)  # two input rows per GEMM
     torch.manual_seed(0)
     ref = nn.ConvTranspose2d(4, 3, 3, 2, 1, 1)
     net = BandedConvTranspose2d.from_conv(ref)
@@ -46,9 +64,12 @@ def test_the_module_bands_only_inference(monkeypatch):
     calls = []
     monkeypatch.setattr(bands, "F", types.SimpleNamespace(  # the band calls only
         conv_transpose2d=lambda *a: calls.append(1) or F.conv_transpose2d(*a)))
+    mm = torch.mm
+    monkeypatch.setattr(bands.torch, "mm", lambda *a, **k: calls.append(2) or mm(*a, **k))
     x = torch.randn(2, 4, 10, 6, requires_grad=True)
     with torch.no_grad():
         assert (net(x) - ref(x)).abs().max() < 1e-5
+    assert calls == [1] * len(calls) if path == "onednn" else calls == [2] * 10  # 2 samples x 5 bands
     assert len(calls) > 2
     calls.clear()
     got, want = net(x), ref(x)

@@ -1,5 +1,5 @@
-"""GEMM+shift convolution for few-output-channel layers (gantk.kernels.shift_conv) against direct convolution,
-and the allocator setting of the CPU convolution path."""
+"""Few-output-channel convolution (gantk.kernels.shift_conv: the C direct kernel's forward, or GEMM+shift)
+against oneDNN's convolution, and the allocator setting of the CPU convolution path."""
 from __future__ import annotations
 
 import platform
@@ -13,25 +13,31 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gantk.kernels import shift_conv
+from gantk.kernels import native, shift_conv
 from gantk.kernels.shift_conv import ShiftConv2d, shift_applicable, shift_conv2d
 
 # (batch, in, out, H, W, padding, kernel): the generators' last 7x7 to RGB, PatchGAN's 4x4 to one logit,
-# TransformerNet's 9x9, a 3x3; input exactly the kernel's size, odd sizes, batch > 1
+# TransformerNet's 9x9, a 3x3; input exactly the kernel's size, odd sizes, batch > 1; an output row 41 wide
+# (the C kernel's 16-pixel segments, an 8-pixel one and one pixel alone)
 SHAPES = [(1, 6, 3, 13, 11, 0, 7), (2, 5, 1, 9, 10, 1, 4), (1, 4, 3, 9, 9, 0, 9), (3, 3, 2, 5, 7, 1, 3),
-          (1, 2, 4, 3, 3, 0, 3), (2, 8, 3, 4, 6, 3, 7)]
+          (1, 2, 4, 3, 3, 0, 3), (2, 8, 3, 4, 6, 3, 7), (1, 3, 3, 7, 41, 3, 7)]
 
 
+@pytest.mark.parametrize("path", [pytest.param("c", marks=pytest.mark.skipif(native.library() is None,
+                                                                                reason="no C compiler")), "gemm"])
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("chunk", [shift_conv.CHUNK, 7])
 @pytest.mark.parametrize("n,c,o,h,w,p,k", SHAPES)
-def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, chunk, mode, monkeypatch):
+def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, chunk, mode, path, monkeypatch):
     """fp32 output (with and without gradients) and input/weight/bias gradients to 1e-5 of their scale;
     chunk 7 cuts the flattened input mid-row (backward) or into single rows (forward), so the shifted slices
-    cross chunk borders."""
+    cross chunk borders. The forward is the C kernel's or GEMM+shift's; the backward is always GEMMs."""
     if mode == "reflect" and p >= min(h, w):
         pytest.skip("reflect padding needs an input larger than the padding")
+    if path == "gemm":
+        monkeypatch.setattr(shift_conv.native, "usable", lambda *ts: False)
     monkeypatch.setattr(shift_conv, "CHUNK", chunk)
+    monkeypatch.setattr(shift_conv, "FEW_ROWS", chunk)
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, requires_grad=True)
     wt = (torch.randn(o, c, k, k) / (k * c ** 0.5)).requires_grad_()
