@@ -141,6 +141,28 @@ def test_instance_norm_act_cpu_paths_match_eager(monkeypatch, shape, affine, res
     check_instance_norm_act(shape, affine, residual, channels_last, activation, "fp32")
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the C kernels")
+def test_c_instance_norm_statistics_of_a_1024px_plane_match_float64():
+    """A 1024 x 1024 plane (the generators' first maps at 1024 px) with an offset: mean, 1/std and the output
+    against float64 to 2e-6 (one running float sum per vector lane, as before, put the mean 4e-6 off), and
+    the backward's sums (the input gradient) against float64 too."""
+    from gantk.kernels import native
+    if native.library() is None:
+        pytest.skip("the C kernels did not build here (no C compiler?)")
+    torch.manual_seed(0)
+    x = 3 + torch.randn(1, 2, 1024, 1024)
+    y, mean, rstd = native.instance_norm_act(x, None, None, 1e-5, "none", 0.0, None)
+    x64 = x.double()
+    m64, v64 = x64.mean((2, 3)), x64.var((2, 3), unbiased=False)
+    assert (mean - m64).abs().max() < 2e-6 and ((rstd - (v64 + 1e-5).rsqrt()) / rstd).abs().max() < 2e-6
+    assert (y - F.instance_norm(x64)).abs().max() < 2e-6
+    dy = torch.randn_like(x)
+    dx = native.instance_norm_act_backward(dy, x, None, None, mean, rstd, "none", 0.0)[0]
+    x64.requires_grad_()
+    want, = torch.autograd.grad(F.instance_norm(x64), x64, dy.double())
+    assert (dx - want).abs().max() < 2e-5 * want.abs().max()
+
+
 def test_instance_norm_act_statistics_are_fp32_for_large_offsets():
     """fp16 input with a large mean and small spread: fp32 statistics keep the normalised values exact."""
     x = (1000 + torch.randn(1, 2, 4, 5)).to(DEVICE, torch.float16)
