@@ -21,6 +21,7 @@ from gantk.models import define_G
 
 # Lavin & Gray's published F(2, 3) and F(4, 3) matrices (points 0, +-1, +-2, inf), as an independent check
 # of the construction
+LAVIN = (0, 1, -1, 2, -2)
 PUBLISHED = {
     (4, 3): ([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
              [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
@@ -40,9 +41,9 @@ def test_constructed_matrices_are_the_published_ones(m, r):
     def per_point(at, g, bt):
         return torch.einsum("ij,jk,jl->jikl", at, g, bt)
     want = per_point(*(torch.tensor(t, dtype=torch.float64) for t in PUBLISHED[m, r]))
-    assert torch.allclose(per_point(*matrices(m, r)), want, atol=1e-12)
+    assert torch.allclose(per_point(*matrices(m, r, LAVIN)), want, atol=1e-12)
     if (m, r) == (4, 3):
-        assert torch.allclose(matrices(m, r)[0], torch.tensor(PUBLISHED[m, r][0], dtype=torch.float64))
+        assert torch.allclose(matrices(m, r, LAVIN)[0], torch.tensor(PUBLISHED[m, r][0], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("r", sorted(TILE))
@@ -206,7 +207,24 @@ def test_only_the_needed_gradients_are_computed():
     x = torch.randn(1, 3, 8, 8, requires_grad=True)
     wt = torch.randn(2, 3, 3, 3)  # frozen weight, as D's during the generator step
     gx, = torch.autograd.grad(winograd_conv2d(x, wt).sum(), [x])
-    assert torch.allclose(gx, torch.autograd.grad(F.conv2d(x, wt).sum(), [x])[0], atol=1e-5)
+    want, = torch.autograd.grad(F.conv2d(x, wt).sum(), [x])
+    assert (gx - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_the_interpolation_points_round_less_than_lavins():
+    """F(4x4, 3x3) in fp32 over 512 tiles of 256 channels (summed in the transform domain, as the GEMMs do)
+    against float64 correlation: with POINTS (0, +-1, 1/2, -2) the largest and the mean error are below
+    those with Lavin & Gray's (0, +-1, +-2): measured 5.7e-6 and 6.5e-7 against 1.1e-5 and 8.3e-7."""
+    torch.manual_seed(0)
+    d, g = torch.randn(512, 256, 6, 6), torch.randn(256, 3, 3) / 48
+    ref = torch.stack([torch.stack([(d.double()[:, :, i:i + 3, j:j + 3] * g.double()).sum((1, 2, 3))
+                                    for j in range(4)], 1) for i in range(4)], 1)
+    errors = []
+    for points in (None, LAVIN):
+        AT, G, BT = (t.float() for t in matrices(4, 3, points))
+        Y = AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)).sum(1) @ AT.T
+        errors.append(((Y.double() - ref).abs().max(), (Y.double() - ref).abs().mean()))
+    assert errors[0][0] < 0.75 * errors[1][0] and errors[0][1] < 0.9 * errors[1][1]
 
 
 def test_layouts_and_dtypes():
