@@ -4,9 +4,9 @@ and how the time grows with the image size.
 Measures the best fp32 GEMM rate torch reaches here (a 2048^3 `mm`, the residual blocks' Winograd `bmm`,
 36 x 256x256x256, and oneDNN's 3x3 convolution), counts the generator's GEMM FLOPs with Winograd F(4x4,3x3)
 and F(6x6,3x3) for its stride-1 256-channel 3x3 convs (direct convolutions elsewhere), and times eager fp32
-and gantk's winograd path at each size (and where winograd's forward spends its time), so the bound (FLOPs / best rate, no transforms, norms or memory
-traffic) can be set against eager / 3 (issue 22's goal), and time(2s) / time(s) against the 4x of the pixel
-count. With --int8 it also quantises the generator with ONNX Runtime (static QDQ, per-channel int8 weights,
+and gantk's winograd path at each size (and where winograd's forward spends its time), so the bound
+(FLOPs / best rate, no transforms, norms or memory traffic) can be set against eager / 3 (issue 22's goal),
+and time(2s) / time(s) against the 4x of the pixel count. With --int8 it also quantises the generator with ONNX Runtime (static QDQ, per-channel int8 weights,
 uint8 activations calibrated on 2 sample photos) and reports its PSNR and time on 2 others (at the first
 size).
 

@@ -62,7 +62,7 @@ def banded_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     if ho * row <= 2 * BAND_BYTES or k < s:
         return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
     if (k == weight.shape[3] and s == sw and p == pw and op == opw and native.usable(x)
-            and x.dtype == weight.dtype == torch.float32):
+            and weight.dtype == torch.float32):
         return gemm_conv_transpose2d(x, weight, bias, s, p, op)
     rows = max(s, BAND_BYTES // row // s * s)
     y = x.new_empty(n, o, ho, wo)

@@ -1,8 +1,9 @@
 """The CPU kernels in C, compiled on first use with the machine's C compiler and loaded with ctypes:
 the Winograd tile transforms (`tiles.c`; each fuses what takes torch ops several passes: gather, pad,
-transform, layout change, overlap-add), the Winograd forward's batched GEMM (`gemm.c`), direct convolution for few output channels (`conv.c`) and InstanceNorm +
-activation (+ residual), forward and backward (`norm.c`). Built with -march=native -fopenmp into GANTK_CACHE_DIR (default ~/.cache/gantk), keyed by
-the sources, compiler, flags and CPU. Without a compiler, or with GANTK_NATIVE=0, `library()` is None and
+transform, layout change, overlap-add), the Winograd forward's batched GEMM (`gemm.c`), the direct
+convolution for few output channels and the transposed convolution's col2im (`conv.c`), and InstanceNorm +
+activation (+ residual), forward and backward (`norm.c`). Built with -march=native -fopenmp into
+GANTK_CACHE_DIR (default ~/.cache/gantk), keyed by the sources, compiler, flags and CPU. Without a compiler, or with GANTK_NATIVE=0, `library()` is None and
 callers use torch ops instead (same results up to rounding)."""
 from __future__ import annotations
 
@@ -78,8 +79,7 @@ def library() -> ctypes.CDLL | None:
     lib.gantk_conv_few.argtypes = [_P, _L, _L, _L, _L, _P, _L, _L, _P, _P, _L, _L, _I]
     lib.gantk_col2im.argtypes = [_P, _L, _L, _L, _L, _L, _L, _L, _L, _P, _P, _L, _L, _L, _I]
     for f in (lib.gantk_tiles_in, lib.gantk_tiles_out, lib.gantk_tiles_out_rows, lib.gantk_in_fwd, lib.gantk_in_bwd,
-              lib.gantk_gemm, lib.gantk_weight_packed, lib.gantk_conv_few,
-              lib.gantk_col2im):
+              lib.gantk_gemm, lib.gantk_weight_packed, lib.gantk_conv_few, lib.gantk_col2im):
         f.restype = _I
     return lib
 
