@@ -29,7 +29,7 @@ from gantk.kernels.runtime import dense, exporting, memory_format
 
 MAX_OUT = 4  # layers with at most this many output channels (oneDNN is efficient above)
 CHUNK = 16384  # input positions per GEMM (Z: O*k*k x CHUNK)
-FEW_ROWS = 65536  # padded input positions per call of the C kernel without gradients (a chunk of rows)
+FEW_BYTES = 16 << 20  # padded input per call of the C kernel without gradients (a chunk of rows of every image)
 
 
 def _taps(k: int, row: int):
@@ -84,7 +84,7 @@ class _ShiftConv(torch.autograd.Function):
             y = x.new_empty(n, o, h, wp - k + 1)
             if keep:
                 return native.conv_few(xf.view(n, c, hp, wp), weight, bias, y)
-            rows = max(1, FEW_ROWS // wp)
+            rows = max(1, FEW_BYTES // (4 * n * c * wp))
             for r0 in range(0, h, rows):
                 r1 = min(h, r0 + rows)
                 native.conv_few(padded_rows(x, r0, r1 + k - 1, pad, reflect), weight, bias, y[:, :, r0:r1])

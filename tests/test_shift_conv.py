@@ -37,7 +37,7 @@ def test_forward_and_gradients_match_direct_convolution(n, c, o, h, w, p, k, chu
     if path == "gemm":
         monkeypatch.setattr(shift_conv.native, "usable", lambda *ts: False)
     monkeypatch.setattr(shift_conv, "CHUNK", chunk)
-    monkeypatch.setattr(shift_conv, "FEW_ROWS", chunk)
+    monkeypatch.setattr(shift_conv, "FEW_BYTES", chunk)
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, requires_grad=True)
     wt = (torch.randn(o, c, k, k) / (k * c ** 0.5)).requires_grad_()
