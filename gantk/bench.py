@@ -147,11 +147,14 @@ def flops_per_image(net, inputs) -> float:
 
 def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], photos, device: str = "cpu",
               warmup: int = 2, repeats: int = 10, threads: int = 0, budget_s: float = 0.0, log=print,
-              quality=None) -> dict:
+              quality=None, interleave: bool = False) -> dict:
     """Measure every backend at every (batch, size); returns the results document. With `budget_s`, a
     backend whose first call is slow gets fewer warm-up and timed runs (at least one timed run; the first
     call then counts as the warm-up; `runs` says how many were timed). `quality` (gantk.export.parity.Quality)
-    adds LPIPS per row and the FID change per backend (doc["quality"]["fid_change"])."""
+    adds LPIPS per row and the FID change per backend (doc["quality"]["fid_change"]). `interleave`: every
+    backend is built first, and per (batch, size) each timed round calls every backend once, so a host whose
+    speed drifts slows all of them alike; the speed-up is then the median of the rounds' paired ratios (the
+    process settings a backend makes, such as winograd's malloc, then apply to eager's calls too)."""
     from gantk.export.parity import Comparator, no_tf32
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -178,71 +181,125 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                           "allocate themselves is not counted)" if dev.type == "cuda" else
                           "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
     workdir = Path(tempfile.mkdtemp(prefix="gantk-bench-"))
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def first_call(runner, xs):
+        """(output, first-call s, warm-up calls, timed runs) under the budget; the call's peak memory counted."""
+        memory.restart()
+        t = time.perf_counter()
+        out = runner.run_torch(*xs)
+        sync()
+        first_s = per_call = time.perf_counter() - t
+        if budget_s and first_s > budget_s / 2:  # the first call may include compilation: time one more
+            t = time.perf_counter()
+            runner.run_torch(*xs)
+            sync()
+            per_call = time.perf_counter() - t
+        fit = int(budget_s / max(per_call, 1e-9)) if budget_s else repeats  # calls the budget allows
+        return out, first_s, min(warmup, fit), max(1, min(repeats, fit))
+
+    def failed(row, e):  # a backend that breaks is a result too
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        log(f"{row['backend']:<22} b{row['batch']} {row['size']}px error: {msg}")
+        rows.append({**row, "status": "error", "reason": msg})
+
+    def finish(row, ts, out, first_s, build_s, peak_mb, outputs, ratios=None):
+        name, b, s = row["backend"], row["batch"], row["size"]
+        ts = np.array(ts) * 1000
+        med = float(np.median(ts))
+        grade = compare.grade(out, b, s, row["precision"])
+        if compare.quality.inception is not None:  # kept only for the FID change
+            outputs[b, s] = out
+        if name == "eager":
+            eager_ms[b, s] = med
+        speedup = (float(np.median(ratios)) if ratios else eager_ms[b, s] / med) if (b, s) in eager_ms else None
+        row.update(runs=len(ts), times_ms=[float(t) for t in ts], median_ms=med, p10_ms=float(np.percentile(ts, 10)),
+                   p90_ms=float(np.percentile(ts, 90)), images_per_s=b / med * 1000, first_call_s=first_s,
+                   build_s=build_s, peak_mem_mb=peak_mb, gflops_per_image=gflops[s], tflops=gflops[s] * b / med,
+                   mfu=gflops[s] * b / med / peaks[row["precision"]] if row["precision"] in peaks else None,
+                   speedup=speedup, max_abs=grade["max_abs"], mean_abs=grade["mean_abs"], psnr=grade["psnr"],
+                   **{k: grade[k] for k in ("lpips",) if k in grade}, parity="PASS" if grade["pass"] else "FAIL")
+        rows.append(row)
+        log(f"{name:<22} b{b:<3} {s:>4}px {med:9.2f} ms  {row['images_per_s']:8.2f} img/s  "
+            f"x{row['speedup'] or 0:5.2f}  PSNR {grade['psnr']:6.1f}  "
+            + (f"LPIPS {grade['lpips']:.2g}  " if "lpips" in grade else "") + row["parity"])
+
+    def fid(name, outputs):
+        change = compare.fid_change(outputs) if outputs else None
+        if change:
+            fid_change[name] = change
+            log(f"{name:<22} FID change {change['change']:+.4f} (vs eager over {change['images']} outputs)")
+
+    def runner_for(name):
+        made = make_runner(name, spec, dev, workdir, max(batches), max(sizes))
+        if isinstance(made, str):
+            log(f"{name:<22} unavailable: {made}")
+            rows.append({"backend": name, "status": "unavailable", "reason": made})
+            return None
+        return made
+
     with no_tf32(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         spec.net.to(dev).eval()
         gflops = {s: flops_per_image(spec.net, compare.inputs(batches[0], s)) / 1e9 for s in sizes}
-        for name in backends:
-            made = make_runner(name, spec, dev, workdir, max(batches), max(sizes))
-            if isinstance(made, str):
-                log(f"{name:<22} unavailable: {made}")
-                rows.append({"backend": name, "status": "unavailable", "reason": made})
-                continue
-            runner, precision, build_s = made
-            first, outputs = True, {}
+        if not interleave:
+            for name in backends:
+                made = runner_for(name)
+                if made is None:
+                    continue
+                runner, precision, build_s = made
+                outputs = {}
+                for b, s in shapes:
+                    xs = compare.inputs(b, s)
+                    row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
+                    try:
+                        out, first_s, n_warm, n_runs = first_call(runner, xs)
+                        ts = timings(lambda: runner.run_torch(*xs), dev, n_warm, n_runs)
+                    except Exception as e:
+                        failed(row, e)
+                        continue
+                    finish(row, ts, out, first_s, build_s, memory.mb(), outputs)
+                    build_s = 0.0
+                fid(name, outputs)
+        else:  # every runner first; then per shape, each timed round calls every backend once
+            made = {name: m for name in backends if (m := runner_for(name)) is not None}
+            outputs = {name: {} for name in made}
             for b, s in shapes:
                 xs = compare.inputs(b, s)
-                row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
-                try:
-                    memory.restart()
-                    t = time.perf_counter()
-                    out = runner.run_torch(*xs)
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize(dev)
-                    first_s = time.perf_counter() - t
-                    per_call = first_s
-                    if budget_s and first_s > budget_s / 2:  # the first call may include compilation: time one more
-                        t = time.perf_counter()
-                        runner.run_torch(*xs)
-                        if dev.type == "cuda":
-                            torch.cuda.synchronize(dev)
-                        per_call = time.perf_counter() - t
-                    fit = int(budget_s / max(per_call, 1e-9)) if budget_s else repeats  # calls the budget allows
-                    n_warm, n_runs = min(warmup, fit), max(1, min(repeats, fit))
-                    ts = np.array(timings(lambda: runner.run_torch(*xs), dev, n_warm, n_runs)) * 1000
-                except Exception as e:  # a backend that breaks is a result too
-                    msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                    log(f"{name:<22} b{b} {s}px error: {msg}")
-                    rows.append({**row, "status": "error", "reason": msg})
-                    continue
-                med = float(np.median(ts))
-                grade = compare.grade(out, b, s, precision)
-                if compare.quality.inception is not None:  # kept only for the FID change
-                    outputs[b, s] = out
-                if name == "eager":
-                    eager_ms[b, s] = med
-                row.update(runs=n_runs, median_ms=med, p10_ms=float(np.percentile(ts, 10)), p90_ms=float(np.percentile(ts, 90)),
-                           images_per_s=b / med * 1000, first_call_s=first_s,
-                           build_s=build_s if first else 0.0,
-                           peak_mem_mb=memory.mb(),
-                           gflops_per_image=gflops[s], tflops=gflops[s] * b / med,
-                           mfu=gflops[s] * b / med / peaks[precision] if precision in peaks else None,
-                           speedup=(eager_ms[b, s] / med) if (b, s) in eager_ms else None,
-                           max_abs=grade["max_abs"], mean_abs=grade["mean_abs"], psnr=grade["psnr"],
-                           **{k: grade[k] for k in ("lpips",) if k in grade},
-                           parity="PASS" if grade["pass"] else "FAIL")
-                first = False
-                rows.append(row)
-                log(f"{name:<22} b{b:<3} {s:>4}px {med:9.2f} ms  {row['images_per_s']:8.2f} img/s  "
-                    f"x{row['speedup'] or 0:5.2f}  PSNR {grade['psnr']:6.1f}  "
-                    + (f"LPIPS {grade['lpips']:.2g}  " if "lpips" in grade else "") + row["parity"])
-            fid = compare.fid_change(outputs) if outputs else None
-            if fid:
-                fid_change[name] = fid
-                log(f"{name:<22} FID change {fid['change']:+.4f} (vs eager over {fid['images']} outputs)")
+                live = {}  # name -> [row, out, first_s, runs, peak MB, seconds per call]
+                for name, (runner, precision, build_s) in made.items():
+                    row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
+                    try:
+                        out, first_s, n_warm, n_runs = first_call(runner, xs)
+                        peak = memory.mb()
+                        timings(lambda: runner.run_torch(*xs), dev, n_warm, 0)
+                    except Exception as e:
+                        failed(row, e)
+                        continue
+                    live[name] = [row, out, first_s, n_runs, peak, []]
+                for i in range(max((v[3] for v in live.values()), default=0)):
+                    for name, v in list(live.items()):
+                        if i < v[3]:
+                            try:
+                                memory.restart()
+                                v[5] += timings(lambda: made[name][0].run_torch(*xs), dev, 0, 1)
+                                v[4] = max(v[4], memory.mb())
+                            except Exception as e:
+                                failed(v[0], e)
+                                del live[name]
+                eager_ts = live["eager"][5] if "eager" in live else []
+                for name, (row, out, first_s, _, peak, ts) in live.items():
+                    ratios = [e / t for e, t in zip(eager_ts, ts)]
+                    finish(row, ts, out, first_s, made[name][2], peak, outputs[name], ratios)
+                made = {k: (r, p, 0.0) for k, (r, p, _) in made.items()}
+            for name, outs in outputs.items():
+                fid(name, outs)
     return {"environment": env, "model": spec.metadata(),
             "config": {"backends": backends, "batches": batches, "sizes": sizes, "warmup": warmup,
-                       "repeats": repeats, "budget_s": budget_s}, "results": rows,
+                       "repeats": repeats, "budget_s": budget_s, "interleave": interleave}, "results": rows,
             "quality": {**compare.quality.record, **({"fid_change": fid_change} if fid_change else {})}}
 
 
@@ -257,7 +314,9 @@ def markdown(doc: dict) -> str:
              *([f"- command: `{cfg['command']}`"] if cfg.get("command") else []),
              f"- warm-up {cfg['warmup']}, timed runs {cfg['repeats']} (fewer where a call exceeds the "
              f"{cfg.get('budget_s') or '-'} s budget: see runs; median, p10-p90); speed-up vs eager fp32 at "
-             "the same batch/size; parity vs eager fp32 on real photos (fp32: max err <= 1e-4; fp16: PSNR >= 40 dB; "
+             "the same batch/size" + ("; interleaved: per batch/size each timed round calls every backend once, and "
+                                      "the speed-up is the median of the rounds' paired ratios" if cfg.get("interleave")
+                                      else "") + "; parity vs eager fp32 on real photos (fp32: max err <= 1e-4; fp16: PSNR >= 40 dB; "
              "bf16: PSNR >= 32 dB)",
              *(["- MFU: achieved TFLOP/s over the data-sheet dense peak for the row's precision ("
                 + ", ".join(f"{k} {v}" for k, v in env["peak_tflops"].items()) + " TFLOP/s)"]

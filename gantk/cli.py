@@ -263,7 +263,7 @@ def _command_line(ctx: click.Context) -> str:
         if v is None or v == p.default:
             continue
         if isinstance(v, bool):
-            words.append(p.opts[0] if v else p.secondary_opts[0])
+            words += [p.opts[0]] if v else p.secondary_opts[:1]  # a plain flag's False is its absence
         else:
             words += [p.opts[0], str(v)]
     return " ".join(words)
@@ -332,13 +332,16 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
 @click.option("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: torch's default)")
 @click.option("--budget_s", type=float, default=0.0, help="per backend and shape: fewer runs (at least 1) when a "
               "call is slower than this budget allows (0: always --warmup/--repeats)")
+@click.option("--interleave", is_flag=True, help="build every backend first, then per batch/size call each "
+              "backend once per timed round, so a host whose speed drifts skews no ratio (speed-up: the median "
+              "of the rounds' paired ratios)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto")
 @click.option("--images", "image_source", type=click.Path(exists=True),
               help="real images to run (default: scikit-image's sample photos)")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="results path without suffix (writes .json, .md, .png; default ./bench/<model>_<device>)")
 @_QUALITY
-def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, device, image_source, out,
+def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, interleave, device, image_source, out,
               lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights, **src):
     """Latency, throughput, memory and parity of a generator on every backend."""
     from gantk.bench import BACKENDS, CPU_DEFAULT, check_backend, run_bench, write_results
@@ -363,7 +366,7 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, devi
     out = out or f"./bench/{label}_{dev.type}"
     check_writable(Path(out).with_suffix(".json"), "--out")
     doc = run_bench(spec, names, batch_list, size_list, load_photos(image_source), str(dev), warmup,
-                    repeats, threads, budget_s, log=click.echo, quality=quality)
+                    repeats, threads, budget_s, log=click.echo, quality=quality, interleave=interleave)
     doc["config"]["command"] = _command_line(click.get_current_context())
     for path in write_results(doc, out):
         click.echo(f"wrote {path}")

@@ -85,11 +85,41 @@ def test_wrong_backend_is_reported_as_fail(photos, monkeypatch):
     assert grades["eager"][0] == "PASS" and grades["channels_last"] == ("FAIL", 42.1)
 
 
+def test_interleave_alternates_backends_and_pairs_the_ratios(photos, monkeypatch):
+    """--interleave: after each backend's first call and warm-ups, the timed calls go round the backends in
+    turn; the speed-up is the median of the paired per-round ratios, recomputed here from the raw times."""
+    real, calls = bench.make_runner, []
+
+    def logged(name, spec, *a, **k):
+        runner, precision, build_s = real(name, spec, *a, **k)
+        run = runner.run_torch
+        runner.run_torch = lambda *xs: calls.append(name) or run(*xs)
+        return runner, precision, build_s
+    monkeypatch.setattr(bench, "make_runner", logged)
+    doc = bench.run_bench(small_spec(), ["channels_last", "eager", "ort-cpu"], [1], [32, 48], photos, "cpu",
+                          warmup=1, repeats=4, log=lambda s: None, interleave=True)
+    rows = {(r["backend"], r["size"]): r for r in doc["results"]}
+    assert doc["config"]["interleave"] and len(rows) == 6 and all(r["runs"] == 4 for r in rows.values())
+    # per size: each backend's first call and warm-up, then 4 rounds of one call each, eager first
+    order = ["eager", "channels_last", "ort-cpu"]
+    assert calls == 2 * ([n for n in order for _ in range(2)] + order * 4)
+    for s in (32, 48):
+        eager = np.array(rows["eager", s]["times_ms"])
+        for name in ("channels_last", "ort-cpu"):
+            r = rows[name, s]
+            assert r["speedup"] == pytest.approx(float(np.median(eager / np.array(r["times_ms"]))))
+            assert r["median_ms"] == pytest.approx(float(np.median(r["times_ms"]))) and r["parity"] == "PASS"
+        assert rows["eager", s]["speedup"] == 1.0
+    assert "interleaved" in bench.markdown(doc)
+
+
 def test_cli_bench_writes_json_markdown_plot(tmp_path, capsys):
     out = tmp_path / "res" / "b"
     assert main(["bench", "--netG", "resnet_6blocks", "--ngf", "4", "--backends", "eager,ort-cpu,trt-fp32",
-                 "--sizes", "32", "--batches", "1", "--repeats", "2", "--device", "cpu", "--out", str(out)]) == 0
+                 "--sizes", "32", "--batches", "1", "--repeats", "2", "--device", "cpu", "--interleave",
+                 "--out", str(out)]) == 0
     doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["config"]["interleave"] and "--interleave" in doc["config"]["command"]
     assert doc["model"]["gantk_arch"]["netG"] == "resnet_6blocks"
     md = out.with_suffix(".md").read_text()
     assert "| ort-cpu | 1 | 32 | 2 |" in md and "trt-fp32 | | | | unavailable" in md
