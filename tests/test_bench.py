@@ -113,6 +113,15 @@ def test_interleave_alternates_backends_and_pairs_the_ratios(photos, monkeypatch
     assert "interleaved" in bench.markdown(doc)
 
 
+@pytest.mark.parametrize("interleave", [False, True])
+def test_budget_cuts_runs_to_what_it_allows(photos, interleave):
+    """A budget that no call fits gives one timed run per row (and no warm-up), in both modes."""
+    doc = bench.run_bench(small_spec(), ["eager", "channels_last"], [1], [32], photos, "cpu", warmup=2, repeats=5,
+                          budget_s=1e-6, log=lambda s: None, interleave=interleave)
+    assert [(r["backend"], r["runs"], len(r["times_ms"])) for r in doc["results"]] == [
+        ("eager", 1, 1), ("channels_last", 1, 1)]
+
+
 def test_cli_bench_writes_json_markdown_plot(tmp_path, capsys):
     out = tmp_path / "res" / "b"
     assert main(["bench", "--netG", "resnet_6blocks", "--ngf", "4", "--backends", "eager,ort-cpu,trt-fp32",
