@@ -267,10 +267,11 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
         else:  # every runner first; then per shape, each timed round calls every backend once
             made = {name: m for name in backends if (m := runner_for(name)) is not None}
             outputs = {name: {} for name in made}
+            build = {name: m[2] for name, m in made.items()}  # counted in each backend's first row
             for b, s in shapes:
                 xs = compare.inputs(b, s)
                 live = {}  # name -> [row, out, first_s, runs, peak MB, seconds per call]
-                for name, (runner, precision, build_s) in made.items():
+                for name, (runner, precision, _) in made.items():
                     row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
                     try:
                         out, first_s, n_warm, n_runs = first_call(runner, xs)
@@ -293,8 +294,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                 eager_ts = live["eager"][5] if "eager" in live else []
                 for name, (row, out, first_s, _, peak, ts) in live.items():
                     ratios = [e / t for e, t in zip(eager_ts, ts)]
-                    finish(row, ts, out, first_s, made[name][2], peak, outputs[name], ratios)
-                made = {k: (r, p, 0.0) for k, (r, p, _) in made.items()}
+                    finish(row, ts, out, first_s, build.pop(name, 0.0), peak, outputs[name], ratios)
             for name, outs in outputs.items():
                 fid(name, outs)
     return {"environment": env, "model": spec.metadata(),
