@@ -177,9 +177,11 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
     shapes = [(b, s) for s in sizes for b in batches]
     rows, eager_ms = [], {}
     memory = PeakMemory(dev)
-    env["peak_memory"] = ("peak of torch's allocator during the row (memory that ONNX Runtime or TensorRT "
-                          "allocate themselves is not counted)" if dev.type == "cuda" else
-                          "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
+    env["peak_memory"] = (
+        "not measured: interleaved, every backend's runtime is held at once (run without --interleave)"
+        if interleave else "peak of torch's allocator during the row (memory that ONNX Runtime or TensorRT "
+        "allocate themselves is not counted)" if dev.type == "cuda" else
+        "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
     workdir = Path(tempfile.mkdtemp(prefix="gantk-bench-"))
 
     def sync():
@@ -270,31 +272,28 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
             build = {name: m[2] for name, m in made.items()}  # counted in each backend's first row
             for b, s in shapes:
                 xs = compare.inputs(b, s)
-                live = {}  # name -> [row, out, first_s, runs, peak MB, seconds per call]
+                live = {}  # name -> [row, out, first_s, runs, seconds per call]
                 for name, (runner, precision, _) in made.items():
                     row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
                     try:
                         out, first_s, n_warm, n_runs = first_call(runner, xs)
-                        peak = memory.mb()
                         timings(lambda: runner.run_torch(*xs), dev, n_warm, 0)
                     except Exception as e:
                         failed(row, e)
                         continue
-                    live[name] = [row, out, first_s, n_runs, peak, []]
+                    live[name] = [row, out, first_s, n_runs, []]
                 for i in range(max((v[3] for v in live.values()), default=0)):
                     for name, v in list(live.items()):
                         if i < v[3]:
                             try:
-                                memory.restart()
-                                v[5] += timings(lambda: made[name][0].run_torch(*xs), dev, 0, 1)
-                                v[4] = max(v[4], memory.mb())
+                                v[4] += timings(lambda: made[name][0].run_torch(*xs), dev, 0, 1)
                             except Exception as e:
                                 failed(v[0], e)
                                 del live[name]
-                eager_ts = live["eager"][5] if "eager" in live else []
-                for name, (row, out, first_s, _, peak, ts) in live.items():
+                eager_ts = live["eager"][4] if "eager" in live else []
+                for name, (row, out, first_s, _, ts) in live.items():
                     ratios = [e / t for e, t in zip(eager_ts, ts)]
-                    finish(row, ts, out, first_s, build.pop(name, 0.0), peak, outputs[name], ratios)
+                    finish(row, ts, out, first_s, build.pop(name, 0.0), None, outputs[name], ratios)
             for name, outs in outputs.items():
                 fid(name, outs)
     return {"environment": env, "model": spec.metadata(),
@@ -333,7 +332,8 @@ def markdown(doc: dict) -> str:
         sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
         lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['runs']} | {r['median_ms']:.2f} | "
                      f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f} | {r['images_per_s']:.2f} | {sp} | {r['first_call_s']:.2f} | "
-                     f"{r['build_s']:.1f} | {r['peak_mem_mb']:.0f} | {r['tflops']:.3f} | "
+                     f"{r['build_s']:.1f} | {format(r['peak_mem_mb'], '.0f') if r['peak_mem_mb'] else '-'} | "
+                     f"{r['tflops']:.3f} | "
                      f"{format(r['mfu'], '.1%') if r.get('mfu') is not None else '-'} | {r['max_abs']:.2g} | "
                      f"{r['psnr']:.1f} | " + (f"{r['lpips']:.2g} | " if "lpips" in r else "- | " if lp else "")
                      + f"{r['parity']} |")
