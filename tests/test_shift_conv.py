@@ -17,10 +17,10 @@ from gantk.kernels import native, shift_conv
 from gantk.kernels.shift_conv import ShiftConv2d, shift_applicable, shift_conv2d
 
 # (batch, in, out, H, W, padding, kernel): the generators' last 7x7 to RGB, PatchGAN's 4x4 to one logit,
-# TransformerNet's 9x9, a 3x3; input exactly the kernel's size, odd sizes, batch > 1; an output row 41 wide
-# (the C kernel's 16-pixel segments, an 8-pixel one and one pixel alone)
+# TransformerNet's 9x9, a 3x3; input exactly the kernel's size, odd sizes, batch > 1; an output row 57 wide
+# (the C kernel's two-vector segments, a one-vector one and single pixels, with 8- or 16-float vectors)
 SHAPES = [(1, 6, 3, 13, 11, 0, 7), (2, 5, 1, 9, 10, 1, 4), (1, 4, 3, 9, 9, 0, 9), (3, 3, 2, 5, 7, 1, 3),
-          (1, 2, 4, 3, 3, 0, 3), (2, 8, 3, 4, 6, 3, 7), (1, 3, 3, 7, 41, 3, 7)]
+          (1, 2, 4, 3, 3, 0, 3), (2, 8, 3, 4, 6, 3, 7), (1, 3, 3, 7, 57, 3, 7)]
 
 
 @pytest.mark.parametrize("path", [pytest.param("c", marks=pytest.mark.skipif(native.library() is None,
