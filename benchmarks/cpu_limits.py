@@ -4,9 +4,11 @@ and how the time grows with the image size.
 Measures the best fp32 GEMM rate torch reaches here (a 2048^3 `mm`, the residual blocks' Winograd `bmm`,
 36 x 256x256x256, and oneDNN's 3x3 convolution), counts the generator's GEMM FLOPs with Winograd F(4x4,3x3)
 and F(6x6,3x3) for its stride-1 256-channel 3x3 convs (direct convolutions elsewhere), and times eager fp32
-and gantk's winograd path at each size (and where winograd's forward spends its time), so the bound
-(FLOPs / best rate, no transforms, norms or memory traffic) can be set against eager / 3 (issue 22's goal),
-and time(2s) / time(s) against the 4x of the pixel count. With --int8 it also quantises the generator with ONNX Runtime (static QDQ, per-channel int8 weights,
+and gantk's winograd path at each size (eager also under winograd's malloc, called in turn with it), and
+where winograd's forward spends its time, so the bound (FLOPs / best rate, no transforms, norms or memory
+traffic) and the bound of the present design (its Winograd GEMMs and other convolutions as measured, the
+rest free) can be set against eager / 3 (issue 22's goal), and time(2s) / time(s) against the 4x of the
+pixel count. With --int8 it also quantises the generator with ONNX Runtime (static QDQ, per-channel int8 weights,
 uint8 activations calibrated on 2 sample photos) and reports its PSNR and time on 2 others (at the first
 size).
 
@@ -115,19 +117,43 @@ def int8_check(net: nn.Module, size: int) -> dict:
     return out
 
 
+def calls_at(size: int, repeats: int | None) -> int:
+    """Timed calls per size: `repeats`, or 10 at 256 px and fewer above."""
+    return repeats or min(10, max(3, 10 * 256 ** 2 // size ** 2))
+
+
 def forward_ms(net: nn.Module, size: int, repeats: int | None) -> float:
-    """Median ms of a batch-1 forward at `size` px, of `repeats` calls (default: 10 at 256 px, fewer above)."""
+    """Median ms of a batch-1 forward at `size` px."""
     x = torch.rand(1, 3, size, size) * 2 - 1
     with torch.no_grad():
-        return 1000 * seconds(lambda: net(x), repeats or min(10, max(3, 10 * 256 ** 2 // size ** 2)))
+        return 1000 * seconds(lambda: net(x), calls_at(size, repeats))
+
+
+def paired_ms(nets: list[nn.Module], size: int, repeats: int | None) -> tuple[list[float], list[float]]:
+    """(median ms of each net, median of the calls' paired ratios net[0] / net[i]) of batch-1 forwards at
+    `size` px, the nets called in turn (one warm-up each), so that a drifting host skews no ratio."""
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    ts = [[] for _ in nets]
+    with torch.no_grad():
+        for net in nets:
+            net(x)
+        for _ in range(calls_at(size, repeats)):
+            for net, t in zip(nets, ts):
+                t0 = time.perf_counter()
+                net(x)
+                t.append(time.perf_counter() - t0)
+    return ([1000 * statistics.median(t) for t in ts],
+            [statistics.median(a / b for a, b in zip(ts[0], t)) for t in ts])
 
 
 def winograd_parts(fast: nn.Module, size: int, calls: int = 3) -> dict[str, float]:
     """Where a winograd forward at `size` px spends its time, ms (the fastest of `calls` after a warm-up
     forward): the Winograd GEMMs (gantk's C GEMM or torch's bmm) with their GFLOP/s, the tile transforms, the
-    weight transforms, and the rest (oneDNN's other convolutions, norms, glue)."""
+    weight transforms, the other convolutions (strided, transposed, first and last: direct, at GEMM speed),
+    the norms (+ activation, + residual), and the rest (glue)."""
     from gantk.kernels import native, winograd
-    spent, flop = {}, [0]
+    from gantk.kernels.modules import InstanceNormAct
+    spent, flop, started = {}, [0], {}
 
     def timed(key, fn):
         def call(*args, **kwargs):
@@ -139,18 +165,33 @@ def winograd_parts(fast: nn.Module, size: int, calls: int = 3) -> dict[str, floa
             return out
         return call
 
+    def module_key(m):
+        if isinstance(m, InstanceNormAct):
+            return "norms"
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and not isinstance(m, winograd.WinogradConv2d):
+            return "other convolutions"
+        return None
+
     patched = [(native, "gemm", "gemm"), (torch, "bmm", "gemm"), (native, "tiles_in", "tile transforms"),
                (native, "tiles_out_rows", "tile transforms"), (winograd, "transform_weight", "weight transforms")]
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patched]
+    hooks = []
+    for m in fast.modules():
+        if key := module_key(m):
+            hooks.append(m.register_forward_pre_hook(lambda mod, args: started.__setitem__(mod, time.perf_counter())))
+            hooks.append(m.register_forward_hook(
+                lambda mod, args, out, key=key: spent.__setitem__(key, spent[key] + time.perf_counter() - started[mod])))
     x = torch.rand(1, 3, size, size) * 2 - 1
     best = None
+    keys = ("gemm", "tile transforms", "weight transforms", "other convolutions", "norms")
     with torch.no_grad():
-        fast(x)
         try:
+            spent.update(dict.fromkeys(keys, 0.0))
+            fast(x)
             for mod, name, key in patched:
                 setattr(mod, name, timed(key, getattr(mod, name)))
             for _ in range(calls):
-                spent.update({"gemm": 0.0, "tile transforms": 0.0, "weight transforms": 0.0})
+                spent.update(dict.fromkeys(keys, 0.0))
                 flop[0] = 0
                 t = time.perf_counter()
                 fast(x)
@@ -162,6 +203,8 @@ def winograd_parts(fast: nn.Module, size: int, calls: int = 3) -> dict[str, floa
         finally:
             for mod, name, fn in saved:
                 setattr(mod, name, fn)
+            for h in hooks:
+                h.remove()
     return best
 
 
@@ -189,13 +232,19 @@ def main(argv=None) -> int:
     net = define_G(3, 3, args.ngf, "resnet_9blocks", norm="instance").eval()
     rates = gemm_rates()
     best = max(rates.values())
-    # eager first: patch_winograd also changes glibc's malloc for the whole process (keep_freed_memory)
+    # eager first, as the reference runs: patch_winograd also changes glibc's malloc for the whole process
+    # (keep_freed_memory: no page faults for large temporaries); then eager again under that malloc, called in
+    # turn with winograd, which isolates the kernels' part of the speed-up
     eager = [forward_ms(net, size, args.repeats) for size in args.sizes]
     fast = copy.deepcopy(net)
     patch_winograd(fast)
-    rows = [size_row(net, size, e, forward_ms(fast, size, args.repeats), best) for size, e in zip(args.sizes, eager)]
+    rows = []
+    for size, e in zip(args.sizes, eager):
+        (kept, wino), (_, ratio) = paired_ms([net, fast], size, args.repeats)  # ratio: kept-heap eager / winograd
+        rows.append({**size_row(net, size, e, wino, best), "eager_kept_heap_ms": kept, "paired_speedup": ratio})
     for r in rows:
-        r["winograd_parts_ms"] = winograd_parts(fast, r["size"])
+        r["winograd_parts_ms"] = w = winograd_parts(fast, r["size"])
+        r["design_bound_ms"] = w["gemm"] + w["other convolutions"]
     rep = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "gemm_gflops_per_s": rates, "sizes": rows}
     if args.int8:
@@ -205,28 +254,35 @@ def main(argv=None) -> int:
     lines = [f"# CPU limits: resnet_9blocks (ngf {args.ngf}), batch 1", "",
              f"{rep['date']}; {rep['cpu']}, {rep['threads']} threads; torch {rep['torch']}; `{command}`", "",
              "GEMM rate (fp32): " + ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in rates.items()), "",
-             "| size | eager ms | winograd ms | speed-up | time / previous size's (eager, winograd) | GEMM GFLOP: "
-             "direct, F(4x4,3x3), F(6x6,3x3) | at the best GEMM rate, ms (no transforms, norms or memory traffic) "
-             "| most speed-up any backend can reach: eager / F(6x6,3x3) bound |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| size | eager ms | eager ms, kept heap | winograd ms | speed-up: vs eager, paired vs kept-heap eager | "
+             "time / previous size's (eager, winograd) | GEMM GFLOP: direct, F(4x4,3x3), F(6x6,3x3) | at the best "
+             "GEMM rate, ms (no transforms, norms or memory traffic) | most speed-up any backend can reach: eager / "
+             "F(6x6,3x3) bound |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for prev, r in zip([None, *rows], rows):
         growth = "-" if prev is None else (f"{r['eager_ms'] / prev['eager_ms']:.2f}, "
                                            f"{r['winograd_ms'] / prev['winograd_ms']:.2f}")
-        lines.append(f"| {r['size']} | {r['eager_ms']:.1f} | {r['winograd_ms']:.1f} | "
-                     f"{r['eager_ms'] / r['winograd_ms']:.2f}x | {growth} | "
+        lines.append(f"| {r['size']} | {r['eager_ms']:.1f} | {r['eager_kept_heap_ms']:.1f} | {r['winograd_ms']:.1f} | "
+                     f"{r['eager_ms'] / r['winograd_ms']:.2f}x, {r['paired_speedup']:.2f}x | {growth} | "
                      + ", ".join(f"{v:.2f}" for v in r["gemm_gflop"].values()) + " | "
                      + ", ".join(f"{v:.1f}" for v in r["bound_ms"].values())
                      + f" | {r['eager_ms'] / r['bound_ms']['F(6x6,3x3)']:.2f}x |")
-    lines += ["", "Where a winograd forward spends its time (ms, the fastest of 3 timed calls; the GEMMs' rate in GFLOP/s):",
-              "",
-              "| size | total | Winograd GEMMs | GEMM GFLOP/s | tile transforms | weight transforms | rest (other convs, "
-              "norms, glue) |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "eager: the reference process (glibc's default malloc: large temporaries come from fresh pages); "
+              "kept heap: eager after patching, under the malloc winograd sets (freed memory kept), called in turn "
+              "with winograd.", "",
+              "Where a winograd forward spends its time (ms, the fastest of 3 timed calls; the GEMMs' rate in "
+              "GFLOP/s), and the most this design can reach: eager / (Winograd GEMMs + other convolutions), with "
+              "the transforms, norms and glue free:", "",
+              "| size | total | Winograd GEMMs | GEMM GFLOP/s | tile transforms | weight transforms | other convs "
+              "(strided, transposed, first, last) | norms | rest (glue) | GEMMs + other convs | most this design "
+              "reaches: vs eager, vs kept-heap eager |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         w = r["winograd_parts_ms"]
-        lines.append(f"| {r['size']} | {w['total']:.1f} | {w['gemm']:.1f} ({w['gemm'] / w['total']:.0%}) | "
-                     f"{w['gemm_gflops_per_s']:.0f} | {w['tile transforms']:.1f} ({w['tile transforms'] / w['total']:.0%}) | "
-                     f"{w['weight transforms']:.1f} ({w['weight transforms'] / w['total']:.0%}) | "
-                     f"{w['rest']:.1f} ({w['rest'] / w['total']:.0%}) |")
+        share = lambda k: f"{w[k]:.1f} ({w[k] / w['total']:.0%})"  # noqa: E731
+        lines.append(f"| {r['size']} | {w['total']:.1f} | {share('gemm')} | {w['gemm_gflops_per_s']:.0f} | "
+                     f"{share('tile transforms')} | {share('weight transforms')} | {share('other convolutions')} | "
+                     f"{share('norms')} | {share('rest')} | {r['design_bound_ms']:.1f} | "
+                     f"{r['eager_ms'] / r['design_bound_ms']:.2f}x, {r['eager_kept_heap_ms'] / r['design_bound_ms']:.2f}x |")
     if args.int8:
         lines += ["", f"| ONNX Runtime, {args.sizes[0]} px | PSNR vs eager fp32 (dB), 2 photos | ms |", "|---|---|---|",
                   *(f"| {k} | {', '.join(f'{p:.1f}' for p in v['psnr_db'])} | {v['ms']:.1f} |"

@@ -482,7 +482,7 @@ def test_cpu_limits_counts_the_generators_gemm_flops():
 def test_cpu_limits_reports_every_size(tmp_path, monkeypatch):
     """benchmarks/cpu_limits.py --sizes 32 64 (ngf 8, GEMM rates stubbed to 100 GFLOP/s): a row per size with
     eager and winograd times, the growth column their ratios, the bound FLOPs / 100 GFLOP/s, and winograd's
-    time by parts with its GEMMs' FLOPs counted by hand."""
+    time by parts with its GEMMs' FLOPs counted by hand and the design's bound (GEMMs + other convs)."""
     import json
     from conftest import load_benchmark_script
     cl = load_benchmark_script("cpu_limits")
@@ -490,17 +490,21 @@ def test_cpu_limits_reports_every_size(tmp_path, monkeypatch):
     assert cl.main(["--sizes", "32", "64", "--ngf", "8", "--repeats", "1", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "cpu_limits.json").read_text())["sizes"]
     assert [r["size"] for r in rows] == [32, 64] and all(r["eager_ms"] > 0 and r["winograd_ms"] > 0 for r in rows)
+    assert all(r["eager_kept_heap_ms"] > 0 and r["paired_speedup"] > 0 for r in rows)
     assert rows[1]["bound_ms"]["direct"] == pytest.approx(10 * rows[1]["gemm_gflop"]["direct"])
     table = (tmp_path / "cpu_limits.md").read_text()
     growth = f"{rows[1]['eager_ms'] / rows[0]['eager_ms']:.2f}, {rows[1]['winograd_ms'] / rows[0]['winograd_ms']:.2f}"
-    assert f"| 64 | {rows[1]['eager_ms']:.1f} | {rows[1]['winograd_ms']:.1f} |" in table and growth in table
+    assert (f"| 64 | {rows[1]['eager_ms']:.1f} | {rows[1]['eager_kept_heap_ms']:.1f} | {rows[1]['winograd_ms']:.1f} |"
+            in table and growth in table)
     most = rows[1]["eager_ms"] / (10 * rows[1]["gemm_gflop"]["F(6x6,3x3)"])
     assert next(line for line in table.splitlines() if line.startswith("| 64 |")).endswith(f"| {most:.2f}x |")
     # the parts: 18 residual-block convs of 32 channels on 16 x 16 maps, 4 x 4 tiles of F(4x4, 3x3), 36 GEMMs each
     parts = rows[1]["winograd_parts_ms"]
     assert parts["gemm_gflop"] == pytest.approx(18 * 2 * 36 * 32 * 32 * 16 / 1e9)
-    timed = ("gemm", "weight transforms", "total") + ("tile transforms",) * (native.library() is not None)
+    timed = ("gemm", "weight transforms", "other convolutions", "norms", "total") + ("tile transforms",) * (
+        native.library() is not None)
     assert all(parts[k] > 0 for k in timed)  # the torch-op transforms (no compiler) are not timed apart
-    assert parts["rest"] == pytest.approx(parts["total"] - parts["gemm"] - parts["tile transforms"]
-                                          - parts["weight transforms"])
+    assert parts["rest"] == pytest.approx(parts["total"] - sum(parts[k] for k in (
+        "gemm", "tile transforms", "weight transforms", "other convolutions", "norms")))
+    assert rows[1]["design_bound_ms"] == pytest.approx(parts["gemm"] + parts["other convolutions"])
     assert "Where a winograd forward spends its time" in table
