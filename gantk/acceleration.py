@@ -219,10 +219,13 @@ def fold_reflect_pads(model: nn.Module, make) -> int:
 
 
 def _fuse_sequence(seq: nn.Sequential) -> None:
-    """Fold norm+activation pairs of `seq`, keeping every index (hence every key)."""
+    """Fold norm+activation pairs of `seq`, keeping every index (hence every key); a fused norm right after a
+    convolution may overwrite that conv's output (`InstanceNormAct.inplace`: it is the only reader)."""
     keys = list(seq._modules)
     for a, b in zip(keys, keys[1:]):
         first, second = seq._modules[a], seq._modules[b]
+        if isinstance(first, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(second, InstanceNormAct):
+            second.inplace = True
         if isinstance(first, InstanceNormAct) and first.activation == "none" and type(second) in FUSED_ACTIVATIONS:
             first.activation = FUSED_ACTIVATIONS[type(second)]
             first.negative_slope = getattr(second, "negative_slope", 0.2)

@@ -449,12 +449,17 @@ def _check(x, weight, bias, activation, residual):
 
 def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                       eps: float = 1e-5, activation: str = "relu", negative_slope: float = 0.2,
-                      residual: torch.Tensor | None = None) -> torch.Tensor:
+                      residual: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
     """act(InstanceNorm(x) * weight + bias) + residual for NCHW (or channels_last) x; activation is
-    none | relu | leaky_relu (negative_slope) | tanh. Differentiable in x, weight, bias and residual."""
+    none | relu | leaky_relu (negative_slope) | tanh. Differentiable in x, weight, bias and residual.
+    `inplace`: without autograd, the C kernels write the result over x and return it (a large map's output
+    then takes no new memory); elsewhere it is ignored."""
     _check(x, weight, bias, activation, residual)
     if exporting():
         return plain_instance_norm_act(x, weight, bias, eps, activation, negative_slope, residual)
     if not torch.compiler.is_compiling() and not use_triton(x) and native.usable(x, weight, bias, residual):
+        if inplace and not torch.is_grad_enabled():
+            return native.instance_norm_act(x, weight, bias, float(eps), activation, float(negative_slope), residual,
+                                            inplace=True)[0]
         return _InstanceNormActC.apply(x, weight, bias, float(eps), activation, float(negative_slope), residual)
     return _instance_norm_act_op(x, weight, bias, float(eps), activation, float(negative_slope), residual)[0]

@@ -27,7 +27,11 @@ class ReflectPadConv2d(nn.Conv2d):
 
 
 class InstanceNormAct(nn.Module):
-    """InstanceNorm2d (+ affine) fused with an activation; forward(x, residual) also adds a residual."""
+    """InstanceNorm2d (+ affine) fused with an activation; forward(x, residual) also adds a residual.
+    `inplace` (set where the input is a fresh map nothing else reads, such as the output of the conv before it
+    in a Sequential): without autograd, the result overwrites the input (see `instance_norm_act`)."""
+
+    inplace = False
 
     def __init__(self, norm: nn.InstanceNorm2d, activation: str = "none", negative_slope: float = 0.2):
         super().__init__()
@@ -37,7 +41,9 @@ class InstanceNormAct(nn.Module):
         self.activation, self.negative_slope = activation, negative_slope
 
     def forward(self, x, residual=None):
-        return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope, residual)
+        return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope, residual,
+                                 self.inplace)
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, affine={self.affine}, activation={self.activation}"
+        return (f"{self.num_features}, eps={self.eps}, affine={self.affine}, activation={self.activation}"
+                + ", inplace=True" * self.inplace)

@@ -207,12 +207,13 @@ def conv_few(xp: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, out: 
     return out
 
 
-def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str, slope: float, residual
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """act(InstanceNorm(x) * weight + bias) + residual for NCHW x -> (y, mean, rstd), fp32 statistics."""
+def instance_norm_act(x: torch.Tensor, weight, bias, eps: float, activation: str, slope: float, residual,
+                      inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """act(InstanceNorm(x) * weight + bias) + residual for NCHW x -> (y, mean, rstd), fp32 statistics; y is
+    x itself when `inplace` (each plane's statistics are taken before it is overwritten)."""
     _checked(x, weight, bias, residual)
     n, c, h, w = x.shape
-    y = torch.empty_like(x)
+    y = x if inplace else torch.empty_like(x)
     mean, rstd = x.new_empty(n, c), x.new_empty(n, c)
     _run("gantk_in_fwd", x.data_ptr(), _ptr(weight), _ptr(bias), _ptr(residual), n, c, h * w, eps,
          ACTIVATIONS[activation], slope, y.data_ptr(), mean.data_ptr(), rstd.data_ptr())

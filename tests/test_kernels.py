@@ -304,6 +304,37 @@ def test_patched_resnet_generator_matches_unpatched(channels_last):
         assert (grads[k] - want_grads[k]).abs().max() <= 1e-4 * want_grads[k].abs().max() + 1e-6, k
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the C kernels")
+def test_fused_norm_after_a_conv_overwrites_its_input_only_without_autograd(monkeypatch):
+    """patch() marks a fused norm `inplace` where a conv's fresh output is its input (every norm of the ResNet
+    generator), not elsewhere; without autograd the C kernel then writes over its input and returns it (values
+    as F.instance_norm + relu), with autograd it leaves its input alone; the patched generator's output under
+    no_grad still equals the unpatched one."""
+    from gantk.kernels import native
+    monkeypatch.setattr("gantk.kernels.runtime.INTERPRET", False)  # the C kernels, not Triton's interpreter
+    if native.library() is None:
+        pytest.skip("the C kernels did not build here (no C compiler?)")
+    ref = resnet().eval()
+    net = patch(copy.deepcopy(ref))
+    assert all(m.inplace for m in net.modules() if isinstance(m, InstanceNormAct))
+    alone = patch(nn.Sequential(nn.Identity(), nn.InstanceNorm2d(4, affine=True), nn.ReLU()))
+    assert isinstance(alone[1], InstanceNormAct) and not alone[1].inplace
+    norm = copy.deepcopy(alone[1])
+    norm.inplace = True
+    x = torch.randn(2, 4, 9, 10, generator=torch.Generator().manual_seed(0))
+    want = F.relu(F.instance_norm(x, weight=norm.weight, bias=norm.bias))
+    with torch.no_grad():
+        t = x.clone()
+        y = norm(t)
+    assert y.data_ptr() == t.data_ptr() and (y - want).abs().max() < 1e-5
+    t = x.clone().requires_grad_()
+    y = norm(t)
+    assert y.data_ptr() != t.data_ptr() and torch.equal(t.detach(), x) and (y - want).abs().max() < 1e-5
+    x = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        assert (net(x) - ref(x)).abs().max() < 1e-4
+
+
 def test_amp_compile_kernels_matches_eager_autocast():
     """The bench's amp+compile+kernels path: a patched generator under autocast (bf16 on CPU, fp16 on a GPU)
     compiles with fullgraph=True and gives the unpatched autocast output within 16-bit rounding."""
