@@ -15,7 +15,7 @@ from PIL import Image
 
 from gantk.cli import main
 from gantk.errors import GantkError
-from gantk.export import (ExportSpec, OrtRunner, check_parity, convert_precision, export_onnx, lint_tensorrt,
+from gantk.export import (OrtRunner, check_parity, convert_precision, export_onnx, lint_tensorrt,
                           load_runner, run_export, spec_for_generator)
 from gantk.export.onnx import load_onnx, read_metadata
 from gantk.export.parity import THRESHOLDS, errors, parity_batch, sample_photos
