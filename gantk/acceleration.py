@@ -126,12 +126,16 @@ def apply_kernels(net: nn.Module, kernels: str = "none", warn: bool = True) -> n
 
 def accelerate(net: nn.Module, parts: list[str], device: torch.device):
     """(callable, precision) running a copy of `net` with `parts` applied: kernels, then channels_last, amp,
-    compile. `net` itself stays as it is (the eager reference)."""
+    compile. `net` itself stays as it is (the eager reference). Module swaps alone (triton, winograd) leave
+    the weights as they are, so their copy shares `net`'s Parameters and buffers (a deployment holds one
+    set of weights, and so does the benchmark's row); channels_last converts them, so it copies them."""
     reason = unavailable(parts, device)
     if reason:
         raise GantkError(reason)
-    if {"triton", "winograd", "channels_last"} & set(parts):
+    if "channels_last" in parts:
         net = copy.deepcopy(net)
+    elif {"triton", "winograd"} & set(parts):
+        net = copy.deepcopy(net, {id(t): t for t in (*net.parameters(), *net.buffers())})
     if "winograd" in parts and not patch_winograd(net):
         raise GantkError("the network has no stride-1 3x3 or 4x4 convolution for Winograd")
     if "triton" in parts:

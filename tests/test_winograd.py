@@ -330,6 +330,27 @@ def test_patch_swaps_the_resnet_convs_and_keeps_keys(caplog):
     assert "UnetGenerator has no stride-1 3x3 or 4x4 convolution" in caplog.text
 
 
+def test_accelerate_shares_the_weights_of_module_swaps_only():
+    """The benchmark's winograd model shares the reference's Parameters and buffers (one set of weights, as
+    deployed) and leaves the reference unpatched; channels_last converts the weights, so it gets its own."""
+    from gantk.acceleration import accelerate
+    torch.manual_seed(0)
+    ref = define_G(3, 3, 4, "resnet_6blocks", norm="instance").eval()
+    before = {k: v.clone() for k, v in ref.state_dict().items()}
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        want = ref(x)
+        for parts, shared in ((["winograd"], True), (["channels_last"], False)):
+            run, precision = accelerate(ref, parts, torch.device("cpu"))
+            net = run if isinstance(run, nn.Module) else run.__closure__[0].cell_contents  # channels_last: a lambda
+            assert net is not ref and precision == "fp32"
+            ids = {id(p) for p in ref.parameters()}
+            assert all((id(p) in ids) == shared for p in net.parameters())
+            assert (run(x) - want).abs().max() < 1e-4
+    assert not any(isinstance(m, WinogradConv2d) for m in ref.modules())
+    assert all(torch.equal(v, before[k]) and v.is_contiguous() for k, v in ref.state_dict().items())
+
+
 def test_patch_swaps_the_patchgan_stride1_convs():
     """basic PatchGAN (n_layers 3): its last two 4x4 convs have stride 1, the one to 1 channel becomes
     GEMM+shift, the other F(3x3, 4x4); the strided stay."""
