@@ -189,8 +189,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
             torch.cuda.synchronize(dev)
 
     def first_call(runner, xs):
-        """(output, first-call s, warm-up calls, timed runs) under the budget; the call's peak memory counted."""
-        memory.restart()
+        """(output, first-call s, warm-up calls, timed runs) under the budget."""
         t = time.perf_counter()
         out = runner.run_torch(*xs)
         sync()
@@ -258,6 +257,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                     xs = compare.inputs(b, s)
                     row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
                     try:
+                        memory.restart()  # the row's peak: its first call, warm-ups and timed runs
                         out, first_s, n_warm, n_runs = first_call(runner, xs)
                         ts = timings(lambda: runner.run_torch(*xs), dev, n_warm, n_runs)
                     except Exception as e:

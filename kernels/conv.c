@@ -8,23 +8,20 @@
  * already padded, (N, C, Hp, Wp); weight laid out [C][k][k][O]; output (N, O, Ho, Wo) with the given sample
  * and channel strides. Row pairs are spread over OpenMP threads. Returns 0 or -2 (O > MAXO).
  */
-#include <string.h>
+#include "simd.h"
 
 /* 16 floats per vector where AVX-512 gives 32 such registers (twice the multiply-adds per input load and
  * per broadcast weight of 8-float vectors: 64->3 7x7 at 256 px, 2 threads, 16.1 -> 13.6 ms, median of 21
  * paired calls); 8 elsewhere. */
 #ifdef __AVX512F__
 #define CL 16
+typedef v16 cv;
+#define cload load16
 #else
-#define CL 8
+#define CL VL
+typedef vf cv;
+#define cload vload
 #endif
-typedef float cv __attribute__((vector_size(CL * sizeof(float))));
-
-static inline cv cload(const float *p) {
-    cv v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 static inline void cstore(float *p, cv v) { memcpy(p, &v, sizeof v); }
 

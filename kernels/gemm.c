@@ -11,17 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "simd.h"
+
 #define MR 8
 #define NW 16 /* floats per vector */
 #define NR (2 * NW)
 #define KC 64  /* rank-1 updates per partial sum */
-typedef float v16 __attribute__((vector_size(NW * sizeof(float))));
-
-static inline v16 load16(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 /* C (MR x NR, row stride ldc; its first `cols` columns) = Ap (K x MR) . Bp (K x NR), summed in runs of KC
  * rank-1 updates whose sums are then added (a serial sum over all K doubled the rounding error of torch's). */

@@ -18,4 +18,14 @@ static inline void vstore(float *p, vf v, long lanes) {
     if (lanes == VL) memcpy(p, &v, sizeof v);
     else memcpy(p, &v, sizeof(float) * (size_t)lanes);
 }
+
+/* 16 floats: the vector of the kernels that want AVX-512's 32 registers of that width (elsewhere it compiles
+ * to pairs of 8-float operations). */
+typedef float v16 __attribute__((vector_size(16 * sizeof(float))));
+
+static inline v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 #endif
