@@ -20,12 +20,20 @@ static inline void vstore(float *p, vf v, long lanes) {
 }
 
 /* 16 floats: the vector of the kernels that want AVX-512's 32 registers of that width (elsewhere it compiles
- * to pairs of 8-float operations). */
+ * to pairs of 8-float operations; GCC then warns that such a return value's ABI differs, which does not
+ * matter for a static inline function). */
 typedef float v16 __attribute__((vector_size(16 * sizeof(float))));
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 static inline v16 load16(const float *p) {
     v16 v;
     memcpy(&v, p, sizeof v);
     return v;
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
