@@ -2,10 +2,11 @@
 
 Runs the ResNet generator (resnet_9blocks, ngf 64, random weights: speed and memory do not depend on them)
 once per configuration, each in a fresh process so its peak resident memory (ru_maxrss) is its own:
-whole images at --whole sizes, and one --large px image in --tile px tiles through gantk's tiled_forward
-(InstanceNorm statistics from one pass at --stats px, then tile by tile), for each --kernels path.
+whole images at --whole sizes, and one --large px image in tiles of each --tile size through gantk's
+tiled_forward (InstanceNorm statistics from one pass at --stats px, then tile by tile), for each --kernels
+path. The cost per megapixel is set against the whole image at the first --whole size.
 
-    python benchmarks/tiled.py [--large 4096] [--tile 512] [--kernels none winograd]
+    python benchmarks/tiled.py [--large 4096] [--tile 512 1024] [--kernels none winograd]
         # -> benchmarks/results/tiled_cpu.json, .md
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--whole", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--large", type=int, default=4096)
-    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--tile", type=int, nargs="+", default=[512, 1024], help="tile sizes (px, before fitting)")
     ap.add_argument("--stats", type=int, default=1024, help="px of the InstanceNorm statistics pass")
     ap.add_argument("--kernels", nargs="+", default=["none", "winograd"])
     ap.add_argument("--repeats", type=int, default=3)
@@ -71,7 +72,7 @@ def main() -> None:
     from gantk.runtime import environment
     rows = []
     for kernels in a.kernels:
-        for size, tile in [*((s, 0) for s in a.whole), (a.large, a.tile)]:
+        for size, tile in [*((s, 0) for s in a.whole), *((a.large, t) for t in a.tile)]:
             cmd = [sys.executable, __file__, "--child", f"{size},{tile},{kernels}", "--stats", str(a.stats),
                    "--repeats", str(a.repeats), "--threads", str(a.threads)]
             row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
@@ -92,13 +93,13 @@ def main() -> None:
              f"`{doc['command']}` on {doc['date']}; {doc['generator']}, batch 1, {a.threads} threads, overlap 32 px, "
              f"InstanceNorm statistics from one {a.stats} px pass; load average at the end {' '.join(load)}.", "",
              "| kernels | image | tiles | seconds | s / Mpx | vs whole | peak RSS MB |", "|---|---|---|---|---|---|---|"]
-    base = {r["kernels"]: r for r in rows if not r["tile"] and r["size"] == a.tile}
+    base = {r["kernels"]: r for r in rows if not r["tile"] and r["size"] == a.whole[0]}
     for r in rows:
         b = base.get(r["kernels"], r)
         tiles = f"{r['tiles']} x {r['tile_side']} px" if r["tile"] else "whole"
         lines.append(f"| {r['kernels']} | {r['size']} px | {tiles} | {r['seconds']:.2f} | {r['s_per_mpix']:.2f} | "
                      f"{r['s_per_mpix'] / b['s_per_mpix']:.2f}x | {r['peak_rss_mb']:.0f} |")
-    lines += ["", f"'vs whole': cost per megapixel against the whole {a.tile} px image with the same kernels."]
+    lines += ["", f"'vs whole': cost per megapixel against the whole {a.whole[0]} px image with the same kernels."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 

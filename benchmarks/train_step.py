@@ -9,6 +9,12 @@ The first iteration (which includes torch.compile's compilation, from an empty i
 p90, speed-up over eager fp32). A config that raises (or whose process dies) is marked FAILED; one
 with an iteration longer than --iter-timeout is killed and marked TIMEOUT; the run goes on either way.
 
+With --parts, one more iteration per config runs under torch.profiler and its time is split by kind of
+op (self time on the calling thread, where CPU autograd also runs): the GEMMs (bmm, mm, addmm), torch's
+convolutions (oneDNN, forward and backward) and the rest (gantk's C tile transforms and norms, copies, the
+optimizer, Python). Eager's median over a config's GEMMs + convolutions is the most that config's design can
+reach with everything else free: the bound on the speed-up goal.
+
 Timings on a shared machine are only as good as its idleness: the CPU time other processes used
 during the timed iterations is recorded per config ("other load", in cores); --wait-idle waits for
 a quiet machine before each config.
@@ -98,6 +104,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "so the first iteration shows a cold compile)")
     p.add_argument("--wait-idle", type=int, default=0,
                    help="before each config, wait up to this many seconds for other processes to use < 0.2 cores")
+    p.add_argument("--parts", action="store_true",
+                   help="profile one more iteration per config: its GEMMs, convolutions and the rest, and the "
+                        "speed-up bound they set")
     p.add_argument("--out", default="benchmarks/results", help="folder for train_step_<device>.json/.md")
     args = p.parse_args(argv)
     args.configs = [BASELINE] + [c for c in dict.fromkeys(args.configs or default_configs(args.device)) if c != BASELINE]
@@ -295,6 +304,8 @@ def measure(name: str, args, cache_root: str, reports) -> None:
             print(f"  iter {i + 1}/{args.iters}: {t:.3f} s", flush=True)
         other_load = meter.stop()
         reports.put(("other_load", other_load))
+        if args.parts:
+            reports.put(("parts_s", step_parts(step)))
 
         losses = model.current_losses()
         finite = all(math.isfinite(v) for v in losses.values())
@@ -309,12 +320,45 @@ def measure(name: str, args, cache_root: str, reports) -> None:
         reports.put(("error", (f"{type(e).__name__}: {e}", traceback.format_exc())))
 
 
+GEMM_OPS = ("aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm", "aten::addbmm")
+
+
+def op_kind(name: str) -> str:
+    """'GEMMs', 'convolutions' (torch's, forward or backward) or 'rest' for a profiled op's name."""
+    if name in GEMM_OPS:
+        return "GEMMs"
+    if name.startswith("aten::") and any(w in name for w in ("convolution", "conv2d", "conv_transpose")):
+        return "convolutions"
+    return "rest"
+
+
+def step_parts(step) -> dict[str, float]:
+    """Seconds of one profiled call of `step` by kind of op (self time on this thread, `op_kind`), with
+    'rest' the wall time outside GEMMs and convolutions, 'total' the wall time, and 'gemm_gflops_per_s' the
+    GEMMs' rate (the profiler's FLOP count)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        t = time.perf_counter()
+        step()
+        total = time.perf_counter() - t
+    parts, flop = {"GEMMs": 0.0, "convolutions": 0.0}, 0
+    for e in prof.key_averages():
+        if (kind := op_kind(e.key)) != "rest":
+            parts[kind] += e.self_cpu_time_total / 1e6
+        if kind == "GEMMs":
+            flop += e.flops
+    return {**parts, "rest": total - sum(parts.values()), "total": total,
+            "gemm_gflops_per_s": flop / parts["GEMMs"] / 1e9 if parts["GEMMs"] else None}
+
+
 def summarise(results: list[dict], goal: float) -> dict:
     """Speed-ups over eager fp32 and the best config (fastest median with finite losses)."""
     base = next((r for r in results if r["config"] == BASELINE and r["status"] == "ok"), None)
     for r in results:
         ok = r["status"] == "ok" and base is not None
         r["speedup"] = base["median_s"] / r["median_s"] if ok else None
+        if ok and r.get("parts_s"):
+            r["bound_speedup"] = base["median_s"] / (r["parts_s"]["GEMMs"] + r["parts_s"]["convolutions"])
     loads = [r["other_load"] for r in results if r.get("other_load") is not None]
     valid = [r for r in results if r["status"] == "ok" and r["losses_finite"]]
     best = min(valid, key=lambda r: r["median_s"]) if valid else None
@@ -369,6 +413,19 @@ def markdown(report: dict) -> str:
     if summary.get("max_other_load") is not None and summary["max_other_load"] > 0.2:
         lines += ["", f"**Warning:** other processes used up to {summary['max_other_load']:.1f} cores during "
                       "timed iterations (column 'other load'); those timings are disturbed."]
+    profiled = [r for r in report["results"] if r.get("parts_s")]
+    if profiled:
+        lines += ["", "Where one more (profiled) iteration spends its time, s (self time of the ops on the calling "
+                      "thread; 'rest': gantk's C tile transforms and norms, copies, the optimizer, Python), and the "
+                      "most a config's design can reach: eager's median / (GEMMs + convolutions), everything else free:",
+                  "", "| config | profiled iteration | GEMMs (bmm, mm) | convolutions (torch's, fwd + bwd) | rest "
+                      "| GEMM GFLOP/s | most reachable vs eager fp32 |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in profiled:
+            p = r["parts_s"]
+            shares = " | ".join(f"{p[k]:.3f} ({100 * p[k] / p['total']:.0f}%)" for k in ("GEMMs", "convolutions", "rest"))
+            bound = fmt(r.get("bound_speedup"), ".2f") + ("x" if r.get("bound_speedup") else "")
+            lines.append(f"| {r['config']} | {p['total']:.3f} | {shares} | {fmt(p.get('gemm_gflops_per_s'), '.0f')} "
+                         f"| {bound} |")
     partial = [r for r in report["results"] if r["status"] != "ok" and (r.get("first_iter_s") or r.get("times_s"))]
     for r in partial:
         lines += ["", f"`{r['config']}` ({r['status']}) got as far as: first iteration "

@@ -491,3 +491,26 @@ def test_train_step_configs_pick_kernels_by_device():
     cpu, cuda = ts.default_configs("cpu"), ts.default_configs("cuda")
     assert "winograd" in cpu and not any("triton" in c for c in cpu)
     assert "amp+compile+triton" in cuda and not any("winograd" in c for c in cuda) and len(cpu) == len(cuda) == 16
+
+
+def test_train_step_parts_split_a_step_by_kind_of_op():
+    """benchmarks/train_step.py --parts: bmm/mm are GEMMs, torch's convolutions (forward and backward) are
+    convolutions, and what runs outside torch ops (here a 0.2 s sleep) is in the rest of the wall time."""
+    import time
+    ts = load_benchmark_script("train_step")
+    assert [ts.op_kind(n) for n in ("aten::bmm", "aten::mm", "aten::convolution_backward", "aten::mkldnn_convolution",
+                                    "aten::conv_transpose2d", "aten::copy_", "_Winograd")] == \
+        ["GEMMs", "GEMMs", "convolutions", "convolutions", "convolutions", "rest", "rest"]
+    a, x = torch.randn(8, 64, 64), torch.randn(1, 8, 32, 32, requires_grad=True)
+    w = torch.randn(8, 8, 3, 3, requires_grad=True)
+
+    def step():
+        torch.bmm(a, a)
+        torch.nn.functional.conv2d(x, w, padding=1).sum().backward()
+        time.sleep(0.2)
+
+    parts = ts.step_parts(step)
+    assert parts["GEMMs"] > 0 and parts["convolutions"] > 0 and parts["rest"] >= 0.2
+    assert parts["total"] == pytest.approx(parts["GEMMs"] + parts["convolutions"] + parts["rest"])
+    assert parts["GEMMs"] + parts["convolutions"] < parts["total"] - 0.2
+    assert parts["gemm_gflops_per_s"] == pytest.approx(2 * 8 * 64 ** 3 / parts["GEMMs"] / 1e9)  # the one bmm

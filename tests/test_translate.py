@@ -249,3 +249,24 @@ def test_metrics_without_targets_fail_in_one_line_before_any_work(trained, sampl
         err = capsys.readouterr().err.strip()
         assert code == 2 and needle in err and "\n" not in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_tiled_benchmark_sets_each_tile_size_against_the_whole_image(tmp_path):
+    """benchmarks/tiled.py (small sizes): a row per whole size and per tile size, cost per megapixel from its
+    own seconds, 'vs whole' against the whole image at the first --whole size with the same kernels."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tiled.py"
+    out = subprocess.run([sys.executable, str(script), "--whole", "64", "--large", "192", "--tile", "64", "128",
+                          "--stats", "64", "--kernels", "none", "--repeats", "1", "--out", str(tmp_path / "t")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["size"], r["tile"]) for r in rows] == [(64, 0), (192, 64), (192, 128)]
+    assert rows[1]["tiles"] > rows[2]["tiles"] > 1 and rows[1]["tile_side"] <= 64
+    for r in rows:
+        assert r["s_per_mpix"] == pytest.approx(r["seconds"] / (r["size"] ** 2 / 1e6))
+    md = (tmp_path / "t.md").read_text()
+    assert f"| {rows[2]['s_per_mpix'] / rows[0]['s_per_mpix']:.2f}x |" in md and "whole 64 px image" in md

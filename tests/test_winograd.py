@@ -435,13 +435,18 @@ def test_train_step_benchmark_runs_the_winograd_config(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "benchmarks" / "train_step.py"), "--configs", "winograd",
                           "--size", "32", "--ngf", "4", "--netG", "resnet_6blocks", "--iters", "1", "--warmup", "0",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                          "--parts", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "train_step_cpu.json").read_text())
     rows = {r["config"]: r for r in doc["results"]}
     assert set(rows) == {"eager", "winograd"} and rows["winograd"]["winograd"] is True
     assert all(r["status"] == "ok" and r["losses_finite"] and r["median_s"] > 0 for r in rows.values())
     assert "| winograd | ok |" in (tmp_path / "train_step_cpu.md").read_text()
+    parts = rows["winograd"]["parts_s"]  # --parts: the profiled iteration and the bound it sets
+    assert parts["GEMMs"] > 0 and parts["convolutions"] > 0 and parts["rest"] > 0
+    assert rows["winograd"]["bound_speedup"] == pytest.approx(
+        rows["eager"]["median_s"] / (parts["GEMMs"] + parts["convolutions"]))
+    assert "most reachable vs eager fp32" in (tmp_path / "train_step_cpu.md").read_text()
 
 
 def test_torch_compile_compiles_the_plain_convolution(caplog):
