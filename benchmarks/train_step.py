@@ -9,8 +9,8 @@ The first iteration (which includes torch.compile's compilation, from an empty i
 p90, speed-up over eager fp32). A config that raises (or whose process dies) is marked FAILED; one
 with an iteration longer than --iter-timeout is killed and marked TIMEOUT; the run goes on either way.
 
-With --parts, one more iteration per config runs under torch.profiler and its time is split by kind of
-op (self time on the calling thread, where CPU autograd also runs): the GEMMs (bmm, mm, addmm), torch's
+With --parts N, N more iterations per config run under torch.profiler and the one of median length is split
+by kind of op (self time on the calling thread, where CPU autograd also runs): the GEMMs (bmm, mm, addmm), torch's
 convolutions (oneDNN, forward and backward) and the rest (gantk's C tile transforms and norms, copies, the
 optimizer, Python). Eager's median over a config's GEMMs + convolutions is the most that config's design can
 reach with everything else free: the bound on the speed-up goal.
@@ -104,16 +104,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "so the first iteration shows a cold compile)")
     p.add_argument("--wait-idle", type=int, default=0,
                    help="before each config, wait up to this many seconds for other processes to use < 0.2 cores")
-    p.add_argument("--parts", action="store_true",
-                   help="profile one more iteration per config: its GEMMs, convolutions and the rest, and the "
-                        "speed-up bound they set")
+    p.add_argument("--parts", type=int, default=0, metavar="N",
+                   help="profile N more iterations per config and report the one of median length: its GEMMs, "
+                        "convolutions and the rest, and the speed-up bound they set (0: none)")
     p.add_argument("--out", default="benchmarks/results", help="folder for train_step_<device>.json/.md")
     args = p.parse_args(argv)
     args.configs = [BASELINE] + [c for c in dict.fromkeys(args.configs or default_configs(args.device)) if c != BASELINE]
     if args.size % size_multiple(args.netG):
         p.error(f"--size must be a multiple of {size_multiple(args.netG)} for --netG {args.netG}")
-    if args.iters < 1 or args.warmup < 0:
-        p.error("--iters must be >= 1 and --warmup >= 0")
+    if args.iters < 1 or args.warmup < 0 or args.parts < 0:
+        p.error("--iters must be >= 1, --warmup and --parts >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device available")
     return args
@@ -305,7 +305,8 @@ def measure(name: str, args, cache_root: str, reports) -> None:
         other_load = meter.stop()
         reports.put(("other_load", other_load))
         if args.parts:
-            reports.put(("parts_s", step_parts(step)))
+            profiled = sorted((step_parts(step) for _ in range(args.parts)), key=lambda p: p["total"])
+            reports.put(("parts_s", profiled[len(profiled) // 2]))
 
         losses = model.current_losses()
         finite = all(math.isfinite(v) for v in losses.values())
@@ -415,7 +416,7 @@ def markdown(report: dict) -> str:
                       "timed iterations (column 'other load'); those timings are disturbed."]
     profiled = [r for r in report["results"] if r.get("parts_s")]
     if profiled:
-        lines += ["", "Where one more (profiled) iteration spends its time, s (self time of the ops on the calling "
+        lines += ["", f"Where a profiled iteration spends its time (the median of {opts['parts']} more), s (self time of the ops on the calling "
                       "thread; 'rest': gantk's C tile transforms and norms, copies, the optimizer, Python), and the "
                       "most a config's design can reach: eager's median / (GEMMs + convolutions), everything else free:",
                   "", "| config | profiled iteration | GEMMs (bmm, mm) | convolutions (torch's, fwd + bwd) | rest "

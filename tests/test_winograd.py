@@ -435,7 +435,7 @@ def test_train_step_benchmark_runs_the_winograd_config(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "benchmarks" / "train_step.py"), "--configs", "winograd",
                           "--size", "32", "--ngf", "4", "--netG", "resnet_6blocks", "--iters", "1", "--warmup", "0",
-                          "--parts", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                          "--parts", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "train_step_cpu.json").read_text())
     rows = {r["config"]: r for r in doc["results"]}
