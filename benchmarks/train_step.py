@@ -9,9 +9,9 @@ The first iteration (which includes torch.compile's compilation, from an empty i
 p90, speed-up over eager fp32). A config that raises (or whose process dies) is marked FAILED; one
 with an iteration longer than --iter-timeout is killed and marked TIMEOUT; the run goes on either way.
 
-With --parts N, N more iterations per config run under torch.profiler and the one of median length is split
-by kind of op (self time on the calling thread, where CPU autograd also runs): the GEMMs (bmm, mm, addmm), torch's
-convolutions (oneDNN, forward and backward) and the rest (gantk's C tile transforms and norms, copies, the
+With --parts N, N more iterations per config run under torch.profiler and the one of median length is
+split by kind of op (self time on the calling thread, where CPU autograd also runs): the GEMMs (bmm, mm,
+addmm), torch's convolutions (oneDNN, forward and backward) and the rest (gantk's C tile transforms and norms, copies, the
 optimizer, Python). Eager's median over the GEMMs + convolutions' share of a config's median is the most that
 config's design can reach with everything else free: the bound on the speed-up goal (shares, because this
 host's speed drifts by a third between iterations).
@@ -418,8 +418,8 @@ def markdown(report: dict) -> str:
                       "timed iterations (column 'other load'); those timings are disturbed."]
     profiled = [r for r in report["results"] if r.get("parts_s")]
     if profiled:
-        lines += ["", f"Where a profiled iteration spends its time (the median of {opts['parts']} more), s (self time of the ops on the calling "
-                      "thread; 'rest': gantk's C tile transforms and norms, copies, the optimizer, Python), and the "
+        lines += ["", f"Where a profiled iteration spends its time (the median of {opts['parts']} more), s (self "
+                      "time of the ops on the calling thread; 'rest': gantk's C tile transforms and norms, copies, the optimizer, Python), and the "
                       "most a config's design can reach: eager's median / (the config's median x the GEMMs + "
                       "convolutions' share), everything else free:",
                   "", "| config | profiled iteration | GEMMs (bmm, mm) | convolutions (torch's, fwd + bwd) | rest "
