@@ -11,10 +11,10 @@ with an iteration longer than --iter-timeout is killed and marked TIMEOUT; the r
 
 With --parts N, N more iterations per config run under torch.profiler and the one of median length is
 split by kind of op (self time on the calling thread, where CPU autograd also runs): the GEMMs (bmm, mm,
-addmm), torch's convolutions (oneDNN, forward and backward) and the rest (gantk's C tile transforms and norms, copies, the
-optimizer, Python). Eager's median over the GEMMs + convolutions' share of a config's median is the most that
-config's design can reach with everything else free: the bound on the speed-up goal (shares, because this
-host's speed drifts by a third between iterations).
+addmm), torch's convolutions (oneDNN, forward and backward) and the rest (gantk's C tile transforms and
+norms, copies, the optimizer, Python). Eager's median over the GEMMs + convolutions' share of a config's
+median is the most that config's design can reach with everything else free: the bound on the speed-up goal
+(shares, because this host's speed drifts by a third between iterations).
 
 Timings on a shared machine are only as good as its idleness: the CPU time other processes used
 during the timed iterations is recorded per config ("other load", in cores); --wait-idle waits for
@@ -419,14 +419,15 @@ def markdown(report: dict) -> str:
     profiled = [r for r in report["results"] if r.get("parts_s")]
     if profiled:
         lines += ["", f"Where a profiled iteration spends its time (the median of {opts['parts']} more), s (self "
-                      "time of the ops on the calling thread; 'rest': gantk's C tile transforms and norms, copies, the optimizer, Python), and the "
-                      "most a config's design can reach: eager's median / (the config's median x the GEMMs + "
-                      "convolutions' share), everything else free:",
+                      "time of the ops on the calling thread; 'rest': gantk's C tile transforms and norms, copies, "
+                      "the optimizer, Python), and the most a config's design can reach: eager's median / (the "
+                      "config's median x the GEMMs + convolutions' share), everything else free:",
                   "", "| config | profiled iteration | GEMMs (bmm, mm) | convolutions (torch's, fwd + bwd) | rest "
                       "| GEMM GFLOP/s | most reachable vs eager fp32 |", "|---|---:|---:|---:|---:|---:|---:|"]
         for r in profiled:
             p = r["parts_s"]
-            shares = " | ".join(f"{p[k]:.3f} ({100 * p[k] / p['total']:.0f}%)" for k in ("GEMMs", "convolutions", "rest"))
+            shares = " | ".join(f"{p[k]:.3f} ({100 * p[k] / p['total']:.0f}%)"
+                                for k in ("GEMMs", "convolutions", "rest"))
             bound = fmt(r.get("bound_speedup"), ".2f") + ("x" if r.get("bound_speedup") else "")
             lines.append(f"| {r['config']} | {p['total']:.3f} | {shares} | {fmt(p.get('gemm_gflops_per_s'), '.0f')} "
                          f"| {bound} |")
