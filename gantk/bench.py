@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing
 import re
 import resource
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +54,11 @@ def check_backend(name: str) -> None:
             parse_options(name)
         except GantkError as e:
             raise GantkError(f"--backends {e}, or one of {', '.join(RUNTIMES)}") from None
+
+
+def check_modes(interleave: bool, isolate: bool) -> None:
+    if interleave and isolate:
+        raise GantkError("--interleave and --isolate: choose one (interleaving holds every backend in one process)")
 
 
 def gpu_peaks(name: str) -> tuple[float, dict[str, float]] | None:
@@ -138,6 +145,58 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def first_call(runner, xs, device: torch.device, warmup: int, repeats: int, budget_s: float):
+    """(output, first-call s, warm-up calls, timed runs): with `budget_s`, as many runs as the budget allows."""
+    t = time.perf_counter()
+    out = runner.run_torch(*xs)
+    sync(device)
+    first_s = per_call = time.perf_counter() - t
+    if budget_s and first_s > budget_s / 2:  # the first call may include compilation: time one more
+        t = time.perf_counter()
+        runner.run_torch(*xs)
+        sync(device)
+        per_call = time.perf_counter() - t
+    fit = int(budget_s / max(per_call, 1e-9)) if budget_s else repeats  # calls the budget allows
+    return out, first_s, min(warmup, fit), max(1, min(repeats, fit))
+
+
+def measure(runner, xs, device: torch.device, memory: PeakMemory, warmup: int, repeats: int, budget_s: float):
+    """(output, first-call s, timed seconds, peak MB) of one row; the peak covers its first call, warm-ups and
+    timed runs."""
+    memory.restart()
+    out, first_s, n_warm, n_runs = first_call(runner, xs, device, warmup, repeats, budget_s)
+    ts = timings(lambda: runner.run_torch(*xs), device, n_warm, n_runs)
+    return out, first_s, ts, memory.mb()
+
+
+def fresh_process_row(spec, name: str, device: str, xs, max_batch: int, max_size: int, threads: int,
+                      warmup: int, repeats: int, budget_s: float):
+    """One row measured in this (fresh) process: (precision, build s, `measure`'s tuple), or why the backend
+    cannot run here. Run by --isolate in a spawned process, so that no other row's heap, malloc setting or
+    runtime shares its process."""
+    from gantk.export.parity import no_tf32
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    with no_tf32(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        made = make_runner(name, spec, dev, Path(tempfile.mkdtemp(prefix="gantk-bench-")), max_batch, max_size)
+        if isinstance(made, str):
+            return made
+        runner, precision, build_s = made
+        return precision, build_s, measure(runner, xs, dev, PeakMemory(dev), warmup, repeats, budget_s)
+
+
+def in_fresh_process(*args):
+    """`fresh_process_row(*args)` in a newly spawned Python process (its exceptions are raised here)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fresh_process_row, *args).result()
+
+
 def flops_per_image(net, inputs) -> float:
     from torch.utils.flop_counter import FlopCounterMode
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -147,18 +206,21 @@ def flops_per_image(net, inputs) -> float:
 
 def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], photos, device: str = "cpu",
               warmup: int = 2, repeats: int = 10, threads: int = 0, budget_s: float = 0.0, log=print,
-              quality=None, interleave: bool = False) -> dict:
+              quality=None, interleave: bool = False, isolate: bool = False) -> dict:
     """Measure every backend at every (batch, size); returns the results document. With `budget_s`, a
     backend whose first call is slow gets fewer warm-up and timed runs (at least one timed run; the first
     call then counts as the warm-up; `runs` says how many were timed). `quality` (gantk.export.parity.Quality)
     adds LPIPS per row and the FID change per backend (doc["quality"]["fid_change"]). `interleave`: every
     backend is built first, and per (batch, size) each timed round calls every backend once, so a host whose
     speed drifts slows all of them alike; the speed-up is then the median of the rounds' paired ratios (the
-    process settings a backend makes, such as winograd's malloc, then apply to eager's calls too)."""
+    process settings a backend makes, such as winograd's malloc, then apply to eager's calls too). `isolate`:
+    every row runs in a freshly spawned process (its backend built there), so its peak memory is what a process
+    running that one configuration holds, and no backend's process settings reach another's rows."""
     from gantk.export.parity import Comparator, no_tf32
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GantkError("--device cuda: no CUDA GPU here")
+    check_modes(interleave, isolate)
     if threads:
         torch.set_num_threads(threads)
     for s in sizes:
@@ -181,26 +243,9 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
         "not measured: interleaved, every backend's runtime is held at once (run without --interleave)"
         if interleave else "peak of torch's allocator during the row (memory that ONNX Runtime or TensorRT "
         "allocate themselves is not counted)" if dev.type == "cuda" else
-        "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
+        "peak RSS of a fresh process per row (Python, torch, the weights and the built backend, then the row)"
+        if isolate else "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
     workdir = Path(tempfile.mkdtemp(prefix="gantk-bench-"))
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    def first_call(runner, xs):
-        """(output, first-call s, warm-up calls, timed runs) under the budget."""
-        t = time.perf_counter()
-        out = runner.run_torch(*xs)
-        sync()
-        first_s = per_call = time.perf_counter() - t
-        if budget_s and first_s > budget_s / 2:  # the first call may include compilation: time one more
-            t = time.perf_counter()
-            runner.run_torch(*xs)
-            sync()
-            per_call = time.perf_counter() - t
-        fit = int(budget_s / max(per_call, 1e-9)) if budget_s else repeats  # calls the budget allows
-        return out, first_s, min(warmup, fit), max(1, min(repeats, fit))
 
     def failed(row, e):  # a backend that breaks is a result too
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -234,13 +279,13 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
             fid_change[name] = change
             log(f"{name:<22} FID change {change['change']:+.4f} (vs eager over {change['images']} outputs)")
 
+    def unavailable(name, reason):
+        log(f"{name:<22} unavailable: {reason}")
+        rows.append({"backend": name, "status": "unavailable", "reason": reason})
+
     def runner_for(name):
         made = make_runner(name, spec, dev, workdir, max(batches), max(sizes))
-        if isinstance(made, str):
-            log(f"{name:<22} unavailable: {made}")
-            rows.append({"backend": name, "status": "unavailable", "reason": made})
-            return None
-        return made
+        return unavailable(name, made) if isinstance(made, str) else made
 
     with no_tf32(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -248,22 +293,28 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
         gflops = {s: flops_per_image(spec.net, compare.inputs(batches[0], s)) / 1e9 for s in sizes}
         if not interleave:
             for name in backends:
-                made = runner_for(name)
-                if made is None:
+                made = None if isolate else runner_for(name)
+                if made is None and not isolate:
                     continue
-                runner, precision, build_s = made
-                outputs = {}
+                outputs, build_s = {}, made[2] if made else 0.0
                 for b, s in shapes:
                     xs = compare.inputs(b, s)
-                    row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
+                    row = {"backend": name, "batch": b, "size": s, "precision": made and made[1], "status": "ok"}
                     try:
-                        memory.restart()  # the row's peak: its first call, warm-ups and timed runs
-                        out, first_s, n_warm, n_runs = first_call(runner, xs)
-                        ts = timings(lambda: runner.run_torch(*xs), dev, n_warm, n_runs)
+                        if isolate:
+                            got = in_fresh_process(spec, name, device, xs, max(batches), max(sizes),
+                                                   torch.get_num_threads(), warmup, repeats, budget_s)
+                            if isinstance(got, str):
+                                unavailable(name, got)
+                                break
+                            row["precision"], build_s, measured = got
+                        else:
+                            measured = measure(made[0], xs, dev, memory, warmup, repeats, budget_s)
                     except Exception as e:
                         failed(row, e)
                         continue
-                    finish(row, ts, out, first_s, build_s, memory.mb(), outputs)
+                    out, first_s, ts, peak_mb = measured
+                    finish(row, ts, out, first_s, build_s, peak_mb, outputs)
                     build_s = 0.0
                 fid(name, outputs)
         else:  # every runner first; then per shape, each timed round calls every backend once
@@ -276,7 +327,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                 for name, (runner, precision, _) in made.items():
                     row = {"backend": name, "batch": b, "size": s, "precision": precision, "status": "ok"}
                     try:
-                        out, first_s, n_warm, n_runs = first_call(runner, xs)
+                        out, first_s, n_warm, n_runs = first_call(runner, xs, dev, warmup, repeats, budget_s)
                         timings(lambda: runner.run_torch(*xs), dev, n_warm, 0)
                     except Exception as e:
                         failed(row, e)
@@ -298,7 +349,8 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
                 fid(name, outs)
     return {"environment": env, "model": spec.metadata(),
             "config": {"backends": backends, "batches": batches, "sizes": sizes, "warmup": warmup,
-                       "repeats": repeats, "budget_s": budget_s, "interleave": interleave}, "results": rows,
+                       "repeats": repeats, "budget_s": budget_s, "interleave": interleave,
+                       "isolate": isolate}, "results": rows,
             "quality": {**compare.quality.record, **({"fid_change": fid_change} if fid_change else {})}}
 
 

@@ -335,16 +335,19 @@ def export_cmd(formats, out, parity_images, parity_sizes, opset, max_batch, opt_
 @click.option("--interleave", is_flag=True, help="build every backend first, then per batch/size call each "
               "backend once per timed round, so a host whose speed drifts skews no ratio (speed-up: the median "
               "of the rounds' paired ratios)")
+@click.option("--isolate", is_flag=True, help="run every backend/batch/size row in a freshly spawned process, so "
+              "its peak memory is that configuration's alone and no backend's process settings (winograd's "
+              "malloc) reach another's rows")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto")
 @click.option("--images", "image_source", type=click.Path(exists=True),
               help="real images to run (default: scikit-image's sample photos)")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="results path without suffix (writes .json, .md, .png; default ./bench/<model>_<device>)")
 @_QUALITY
-def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, interleave, device, image_source, out,
-              lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights, **src):
+def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, interleave, isolate, device, image_source,
+              out, lpips_net, lpips_weights, lpips_backbone, eval_images, inception_weights, **src):
     """Latency, throughput, memory and parity of a generator on every backend."""
-    from gantk.bench import BACKENDS, CPU_DEFAULT, check_backend, run_bench, write_results
+    from gantk.bench import BACKENDS, CPU_DEFAULT, check_backend, check_modes, run_bench, write_results
     from gantk.export.parity import load_photos, load_quality
     from gantk.export.spec import load_spec
     from gantk.runtime import resolve_device
@@ -354,6 +357,7 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, inte
     for name in names:
         check_backend(name)
     batch_list, size_list = _sizes(batches, "--batches"), _sizes(sizes, "--sizes")
+    check_modes(interleave, isolate)
     for option, value, low in (("--warmup", warmup, 0), ("--repeats", repeats, 1), ("--threads", threads, 0),
                                ("--budget_s", budget_s, 0)):
         if value < low:
@@ -366,7 +370,8 @@ def bench_cmd(backends, batches, sizes, warmup, repeats, threads, budget_s, inte
     out = out or f"./bench/{label}_{dev.type}"
     check_writable(Path(out).with_suffix(".json"), "--out")
     doc = run_bench(spec, names, batch_list, size_list, load_photos(image_source), str(dev), warmup,
-                    repeats, threads, budget_s, log=click.echo, quality=quality, interleave=interleave)
+                    repeats, threads, budget_s, log=click.echo, quality=quality, interleave=interleave,
+                    isolate=isolate)
     doc["config"]["command"] = _command_line(click.get_current_context())
     for path in write_results(doc, out):
         click.echo(f"wrote {path}")

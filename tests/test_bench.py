@@ -69,6 +69,31 @@ def test_cpu_peak_memory_is_per_row():
     assert mem.mb() < base + 32
 
 
+def test_isolate_measures_each_row_in_a_fresh_process(photos):
+    """--isolate: each row runs in a spawned process, so 512 MB the caller holds counts in every row measured
+    in-process and in none measured in isolation; speed-ups and parity are still against eager."""
+    if not bench.PeakMemory(torch.device("cpu")).per_row:
+        pytest.skip("the peak-RSS count cannot be restarted here (/proc/self/clear_refs: Linux only)")
+    ballast = torch.ones(128 * 2**20)  # 512 MB, every page written
+    kw = dict(warmup=1, repeats=2, log=lambda s: None)
+    shared = bench.run_bench(small_spec(), ["eager"], [1], [32], photos, "cpu", **kw)
+    doc = bench.run_bench(small_spec(), ["winograd", "eager", "trt-fp16"], [1, 2], [32], photos, "cpu", isolate=True,
+                          **kw)
+    del ballast
+    rows = {(r["backend"], r.get("batch")): r for r in doc["results"]}
+    assert doc["config"]["isolate"] and "fresh process" in doc["environment"]["peak_memory"]
+    assert rows["trt-fp16", None]["status"] == "unavailable"
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert [(r["backend"], r["batch"]) for r in ok] == [("eager", 1), ("eager", 2), ("winograd", 1), ("winograd", 2)]
+    in_process = shared["results"][0]["peak_mem_mb"]
+    for r in ok:
+        assert 0 < r["peak_mem_mb"] < in_process - 384, (r["peak_mem_mb"], in_process)
+        assert r["parity"] == "PASS" and r["precision"] == "fp32"
+        assert r["speedup"] == pytest.approx(rows["eager", r["batch"]]["median_ms"] / r["median_ms"])
+    with pytest.raises(bench.GantkError, match="--interleave and --isolate"):
+        bench.run_bench(small_spec(), ["eager"], [1], [32], photos, "cpu", interleave=True, isolate=True, **kw)
+
+
 def test_wrong_backend_is_reported_as_fail(photos, monkeypatch):
     real = bench.make_runner
 
