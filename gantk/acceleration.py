@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from gantk.errors import GantkError
-from gantk.kernels.bands import BandedConvTranspose2d, bands_applicable
+from gantk.kernels.bands import BandedConv2d, BandedConvTranspose2d, bands_applicable
 from gantk.kernels.modules import InstanceNormAct, ReflectPadConv2d
 from gantk.kernels.runtime import HAS_TRITON, keep_freed_memory
 from gantk.kernels.shift_conv import ShiftConv2d, shift_applicable
@@ -274,27 +274,28 @@ def patch_winograd(model: nn.Module) -> int:
     """The CPU convolution path, in place: every stride-1 conv with at most MAX_OUT output channels becomes
     a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d; both take over a ReflectionPad2d just
     before them (the pad's place gets an nn.Identity; Parameters and state-dict keys stay);
-    InstanceNorm + activation (+ residual) chains are fused (`patch_norms`, C kernels on CPU) and transposed
-    convs become BandedConvTranspose2d (inference in bands of rows). Also keeps freed memory in the process
+    InstanceNorm + activation (+ residual) chains are fused (`patch_norms`, C kernels on CPU), transposed
+    convs become BandedConvTranspose2d and the other plain convs BandedConv2d (inference in bands of rows). Also keeps freed memory in the process
     (`keep_freed_memory`). Returns how many stride-1 convs were swapped (none: the net is left as it is)."""
     def with_pad(conv: nn.Module, pad: int) -> nn.Module | None:
         if conv.padding != (0, 0) or not (shift_applicable(conv) or winograd_applicable(conv)):
             return None
         return (ShiftConv2d if shift_applicable(conv) else WinogradConv2d).from_conv(conv, reflect_pad=pad)
 
-    swapped, transposed = fold_reflect_pads(model, with_pad), []
+    swapped, banded = fold_reflect_pads(model, with_pad), []
     for parent in model.modules():
         for name, child in parent._modules.items():
-            if bands_applicable(child):
-                transposed.append((parent, name, child))
             new = (ShiftConv2d if shift_applicable(child) else WinogradConv2d if winograd_applicable(child)
                    else None)
             if new is not None:
                 parent._modules[name] = new.from_conv(child)
                 swapped += 1
+            elif bands_applicable(child):
+                banded.append((parent, name, child))
     if swapped:
-        for parent, name, conv in transposed:
-            parent._modules[name] = BandedConvTranspose2d.from_conv(conv)
+        for parent, name, conv in banded:
+            parent._modules[name] = (BandedConvTranspose2d if isinstance(conv, nn.ConvTranspose2d)
+                                     else BandedConv2d).from_conv(conv)
         patch_norms(model)
         keep_freed_memory()
     return swapped

@@ -8,7 +8,8 @@
   convolutions (forward and backward; GEMMs in torch, tile transforms in C from `tiles.c`, torch ops without
   a compiler; on AVX-512 CPUs the inference GEMMs in C too, `gemm.c`), the CPU speed path, with
   `shift_conv2d` (one GEMM + shifted adds) for stride-1 convolutions to at most 4 channels and
-  `BandedConvTranspose2d` (transposed convs without gradients in bands of output rows).
+  `BandedConvTranspose2d` / `BandedConv2d` (transposed and other plain convs without gradients in bands of
+  output rows).
 
 Ops only: swapping a network's modules for these is `gantk.acceleration`'s work (`patch`, `patch_winograd`).
 
@@ -24,10 +25,10 @@ from gantk.kernels.modules import InstanceNormAct, ReflectPadConv2d
 from gantk.kernels.native import ACTIVATIONS
 from gantk.kernels.reflect_conv import reflect_pad_conv2d
 from gantk.kernels.runtime import HAS_TRITON, INTERPRET, use_triton
-from gantk.kernels.bands import BandedConvTranspose2d, banded_conv_transpose2d
+from gantk.kernels.bands import BandedConv2d, BandedConvTranspose2d, banded_conv2d, banded_conv_transpose2d
 from gantk.kernels.shift_conv import ShiftConv2d, shift_conv2d
 from gantk.kernels.winograd import WinogradConv2d, winograd_conv2d
 
-__all__ = ["ACTIVATIONS", "HAS_TRITON", "INTERPRET", "BandedConvTranspose2d", "InstanceNormAct", "ReflectPadConv2d",
-           "ShiftConv2d", "WinogradConv2d", "banded_conv_transpose2d", "instance_norm_act", "reflect_pad_conv2d",
-           "shift_conv2d", "use_triton", "winograd_conv2d"]
+__all__ = ["ACTIVATIONS", "HAS_TRITON", "INTERPRET", "BandedConv2d", "BandedConvTranspose2d", "InstanceNormAct",
+           "ReflectPadConv2d", "ShiftConv2d", "WinogradConv2d", "banded_conv2d", "banded_conv_transpose2d",
+           "instance_norm_act", "reflect_pad_conv2d", "shift_conv2d", "use_triton", "winograd_conv2d"]

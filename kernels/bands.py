@@ -1,5 +1,5 @@
-"""Transposed convolution in bands of output rows, without gradients: the CPU memory and speed path for the
-generators' upsampling (`--kernels winograd`).
+"""Convolution and transposed convolution in bands of output rows, without gradients: the CPU memory and
+speed path for the generators' up- and downsampling and their first 7x7 (`--kernels winograd`).
 
 oneDNN computes a ConvTranspose2d through temporaries the size of the whole output: at 1024 px the ResNet
 generators' last one (128 -> 64 channels, 512^2 -> 1024^2, a 256 MB output) took 640 MB more while it ran,
@@ -10,6 +10,14 @@ temporaries stay the size of a band and in cache: measured 12-21% faster on the 
 16 MB layer at 256 px were slower). The same oneDNN kernels compute every band, so results differ from one
 call by rounding at most. With gradients, while exporting or compiling, the plain call runs (the backward of
 many sliced calls would allocate the input's size per band).
+
+A Conv2d's oneDNN call likewise holds a whole-size temporary beside its output (the first 7x7 computes into
+a blocked copy, the strided 3x3 reorders its whole input): at 1024 px the first two layers held 640 MB at
+once, and that span stayed in the heap that `keep_freed_memory` keeps, so the Winograd generator peaked
+1.4-1.8 GB in a fresh process against eager's 1.3. In bands (`banded_conv2d`) they hold the outputs and a
+band: 1.1-1.3 GB at 1024 px, 1.37 instead of 1.53 GB at 512 px batch 4. The bands cost 10-20% on those
+layers (one copy of each band into the output), about 1% of the forward, within this host's noise in paired
+whole-model runs.
 
 Where the C kernels are built and the kernel is square, each band is instead one GEMM and a col2im
 (`gemm_conv_transpose2d`): oneDNN's transposed convs ran at 40-80 GFLOP/s on these large layers, the GEMM
@@ -78,6 +86,47 @@ def banded_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     return y
 
 
+def banded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple,
+                  padding: tuple) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, stride, padding) of NCHW x (zero padding), computed in bands of at most
+    BAND_BYTES of output rows when the output is larger than twice that: each band from the input rows it
+    reads (output row oh reads input rows s*oh - p + kh, kh < k), rows outside the input given as zeros."""
+    (s, sw), (p, pw) = stride, padding
+    n, _, h, w = x.shape
+    o, k = weight.shape[0], weight.shape[2]
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * pw - weight.shape[3]) // sw + 1
+    row = x.element_size() * n * o * wo
+    if ho * row <= 2 * BAND_BYTES:
+        return F.conv2d(x, weight, bias, stride, padding)
+    rows = max(1, BAND_BYTES // row)
+    y = x.new_empty(n, o, ho, wo)
+    for o0 in range(0, ho, rows):
+        o1 = min(ho, o0 + rows)
+        i0, i1 = o0 * s - p, (o1 - 1) * s - p + k  # the rows it reads, in unpadded coordinates
+        band = x[:, :, max(i0, 0):min(i1, h)]
+        if i0 < 0 or i1 > h:
+            band = F.pad(band, (0, 0, max(0, -i0), max(0, i1 - h)))
+        y[:, :, o0:o1] = F.conv2d(band, weight, bias, stride, (0, pw))
+    return y
+
+
+class BandedConv2d(nn.Conv2d):
+    """nn.Conv2d computed by `banded_conv2d` when no gradient is wanted."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "BandedConv2d":
+        """A module sharing `conv`'s Parameters."""
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                  bias=conv.bias is not None, device="meta")
+        new.weight, new.bias = conv.weight, conv.bias
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or torch.is_grad_enabled() or exporting() or torch.compiler.is_compiling():
+            return super().forward(x)
+        return banded_conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
 class BandedConvTranspose2d(nn.ConvTranspose2d):
     """nn.ConvTranspose2d computed by `banded_conv_transpose2d` when no gradient is wanted."""
 
@@ -97,6 +146,6 @@ class BandedConvTranspose2d(nn.ConvTranspose2d):
 
 
 def bands_applicable(m: nn.Module) -> bool:
-    """A plain 2-D transposed conv: ungrouped, undilated, zero padding."""
-    return (type(m) is nn.ConvTranspose2d and m.groups == 1 and m.dilation == (1, 1)
-            and m.padding_mode == "zeros")
+    """A plain 2-D conv or transposed conv: ungrouped, undilated, zero padding given in pixels."""
+    return (type(m) in (nn.Conv2d, nn.ConvTranspose2d) and m.groups == 1 and m.dilation == (1, 1)
+            and m.padding_mode == "zeros" and not isinstance(m.padding, str))
