@@ -13,11 +13,11 @@ many sliced calls would allocate the input's size per band).
 
 A Conv2d's oneDNN call likewise holds a whole-size temporary beside its output (the first 7x7 computes into
 a blocked copy, the strided 3x3 reorders its whole input): at 1024 px the first two layers held 640 MB at
-once, and that span stayed in the heap that `keep_freed_memory` keeps, so the Winograd generator peaked
+once, and that span stayed in the heap that `keep_freed_memory` keeps, so the Winograd generator peaked at
 1.4-1.8 GB in a fresh process against eager's 1.3. In bands (`banded_conv2d`) they hold the outputs and a
-band: 1.1-1.3 GB at 1024 px, 1.37 instead of 1.53 GB at 512 px batch 4. The bands cost 10-20% on those
-layers (one copy of each band into the output), about 1% of the forward, within this host's noise in paired
-whole-model runs.
+band: 1454 MB at 1024 px and 1181 MB at 512 px batch 4 against eager's 1337 (`gantk bench --isolate`,
+benchmarks/results). The bands cost 10-20% on those layers (one copy of each band into the output), about 1%
+of the forward, within this host's noise in paired whole-model runs.
 
 Where the C kernels are built and the kernel is square, each band is instead one GEMM and a col2im
 (`gemm_conv_transpose2d`): oneDNN's transposed convs ran at 40-80 GFLOP/s on these large layers, the GEMM
