@@ -182,9 +182,10 @@ def fresh_process_row(spec, name: str, device: str, xs, max_batch: int, max_size
     from gantk.export.parity import no_tf32
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    with no_tf32(), torch.no_grad(), warnings.catch_warnings():
+    with (no_tf32(), torch.no_grad(), warnings.catch_warnings(),
+          tempfile.TemporaryDirectory(prefix="gantk-bench-") as tmp):
         warnings.simplefilter("ignore")
-        made = make_runner(name, spec, dev, Path(tempfile.mkdtemp(prefix="gantk-bench-")), max_batch, max_size)
+        made = make_runner(name, spec, dev, Path(tmp), max_batch, max_size)
         if isinstance(made, str):
             return made
         runner, precision, build_s = made
@@ -245,7 +246,6 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
         "allocate themselves is not counted)" if dev.type == "cuda" else
         "peak RSS of a fresh process per row (Python, torch, the weights and the built backend, then the row)"
         if isolate else "process peak RSS during the row" if memory.per_row else "process peak RSS since start")
-    workdir = Path(tempfile.mkdtemp(prefix="gantk-bench-"))
 
     def failed(row, e):  # a backend that breaks is a result too
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -287,8 +287,10 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
         made = make_runner(name, spec, dev, workdir, max(batches), max(sizes))
         return unavailable(name, made) if isinstance(made, str) else made
 
-    with no_tf32(), torch.no_grad(), warnings.catch_warnings():
+    with (no_tf32(), torch.no_grad(), warnings.catch_warnings(),
+          tempfile.TemporaryDirectory(prefix="gantk-bench-") as tmp):
         warnings.simplefilter("ignore")
+        workdir = Path(tmp)  # the exported artifacts, removed at the end
         spec.net.to(dev).eval()
         gflops = {s: flops_per_image(spec.net, compare.inputs(batches[0], s)) / 1e9 for s in sizes}
         if not interleave:

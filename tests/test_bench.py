@@ -1,5 +1,6 @@
 """gantk bench: every backend measured or listed with a reason; parity graded; results written."""
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -23,7 +24,14 @@ def small_spec():
     return spec_for_generator(define_G(3, 3, 4, "resnet_6blocks", norm="instance"), "cyclegan")
 
 
-def test_bench_measures_grades_and_lists_unavailable(photos):
+def private_tmp(monkeypatch, path):
+    """Temporary files of this process and of the ones it spawns go to `path`."""
+    monkeypatch.setenv("TMPDIR", str(path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+
+def test_bench_measures_grades_and_lists_unavailable(photos, tmp_path, monkeypatch):
+    private_tmp(monkeypatch, tmp_path)
     doc = bench.run_bench(small_spec(), ["channels_last", "winograd", "eager", "ort-cpu", "trt-fp16",
                                          "ort-cuda", "amp-bf16+channels_last+winograd", "compile-max-autotune"],
                           [1, 2], [32, 48], photos, "cpu", warmup=1, repeats=3, log=lambda s: None)
@@ -52,6 +60,7 @@ def test_bench_measures_grades_and_lists_unavailable(photos):
     runner, precision, _ = bench.make_runner("triton", small_spec(), torch.device("cpu"), None, 1, 32)
     assert precision == "fp32" and runner.backend == "pytorch-triton"
     assert doc["environment"]["threads"] >= 1 and doc["environment"]["versions"]["torch"]
+    assert not list(tmp_path.glob("gantk-bench-*"))  # the exported ONNX artifacts are removed
 
 
 def test_cpu_peak_memory_is_per_row():
@@ -69,11 +78,12 @@ def test_cpu_peak_memory_is_per_row():
     assert mem.mb() < base + 32
 
 
-def test_isolate_measures_each_row_in_a_fresh_process(photos):
+def test_isolate_measures_each_row_in_a_fresh_process(photos, tmp_path, monkeypatch):
     """--isolate: each row runs in a spawned process, so 512 MB the caller holds counts in every row measured
     in-process and in none measured in isolation; speed-ups and parity are still against eager."""
     if not bench.PeakMemory(torch.device("cpu")).per_row:
         pytest.skip("the peak-RSS count cannot be restarted here (/proc/self/clear_refs: Linux only)")
+    private_tmp(monkeypatch, tmp_path)
     ballast = torch.ones(128 * 2**20)  # 512 MB, every page written
     kw = dict(warmup=1, repeats=2, log=lambda s: None)
     shared = bench.run_bench(small_spec(), ["eager"], [1], [32], photos, "cpu", **kw)
@@ -90,6 +100,7 @@ def test_isolate_measures_each_row_in_a_fresh_process(photos):
         assert 0 < r["peak_mem_mb"] < in_process - 384, (r["peak_mem_mb"], in_process)
         assert r["parity"] == "PASS" and r["precision"] == "fp32"
         assert r["speedup"] == pytest.approx(rows["eager", r["batch"]]["median_ms"] / r["median_ms"])
+    assert not list(tmp_path.glob("gantk-bench-*"))
     with pytest.raises(bench.GantkError, match="--interleave and --isolate"):
         bench.run_bench(small_spec(), ["eager"], [1], [32], photos, "cpu", interleave=True, isolate=True, **kw)
 
