@@ -97,24 +97,25 @@ def int8_check(net: nn.Module, size: int) -> dict:
 
         def get_next(self):
             return next(self.it, None)
-    tmp = Path(tempfile.mkdtemp(prefix="gantk-int8-"))
-    torch.onnx.export(net, tests[:1], tmp / "fp32.onnx", input_names=["x"], output_names=["y"], opset_version=17,
-                      dynamo=False)
-    quantize_static(str(tmp / "fp32.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    out = {}
-    for name in ("fp32", "int8"):
-        sess = ort.InferenceSession(str(tmp / f"{name}.onnx"), opts, providers=["CPUExecutionProvider"])
-        psnr = []
-        for x in tests:
-            with torch.no_grad():
-                ref = net(x[None]).numpy()
-            psnr.append(errors(ref, sess.run(None, {"x": x[None].numpy()})[0])["psnr"])
-        x0 = tests[:1].numpy()
-        out[name] = {"psnr_db": psnr, "ms": 1000 * seconds(lambda: sess.run(None, {"x": x0}), 5)}
-    return out
+    with tempfile.TemporaryDirectory(prefix="gantk-int8-") as d:  # the two ONNX files, removed at the end
+        tmp = Path(d)
+        torch.onnx.export(net, tests[:1], tmp / "fp32.onnx", input_names=["x"], output_names=["y"], opset_version=17,
+                          dynamo=False)
+        quantize_static(str(tmp / "fp32.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        out = {}
+        for name in ("fp32", "int8"):
+            sess = ort.InferenceSession(str(tmp / f"{name}.onnx"), opts, providers=["CPUExecutionProvider"])
+            psnr = []
+            for x in tests:
+                with torch.no_grad():
+                    ref = net(x[None]).numpy()
+                psnr.append(errors(ref, sess.run(None, {"x": x[None].numpy()})[0])["psnr"])
+            x0 = tests[:1].numpy()
+            out[name] = {"psnr_db": psnr, "ms": 1000 * seconds(lambda: sess.run(None, {"x": x0}), 5)}
+        return out
 
 
 def calls_at(size: int, repeats: int | None) -> int:
