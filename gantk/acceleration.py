@@ -275,8 +275,8 @@ def patch_winograd(model: nn.Module) -> int:
     a ShiftConv2d, every other stride-1 3x3/4x4 conv a WinogradConv2d; both take over a ReflectionPad2d just
     before them (the pad's place gets an nn.Identity; Parameters and state-dict keys stay);
     InstanceNorm + activation (+ residual) chains are fused (`patch_norms`, C kernels on CPU), transposed
-    convs become BandedConvTranspose2d and the other plain convs BandedConv2d (inference in bands of rows). Also keeps freed memory in the process
-    (`keep_freed_memory`). Returns how many stride-1 convs were swapped (none: the net is left as it is)."""
+    convs become BandedConvTranspose2d and the other plain convs BandedConv2d (inference in bands of rows).
+    Also keeps freed memory in the process (`keep_freed_memory`). Returns how many stride-1 convs were swapped (none: the net is left as it is)."""
     def with_pad(conv: nn.Module, pad: int) -> nn.Module | None:
         if conv.padding != (0, 0) or not (shift_applicable(conv) or winograd_applicable(conv)):
             return None

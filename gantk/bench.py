@@ -8,6 +8,7 @@ its output against eager's, and given --eval_images each backend its FID change 
 Backends that cannot run here stay in the table with the reason."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -174,18 +175,26 @@ def measure(runner, xs, device: torch.device, memory: PeakMemory, warmup: int, r
     return out, first_s, ts, memory.mb()
 
 
+@contextlib.contextmanager
+def measuring():
+    """What every measurement runs under: no TF32, no autograd, warnings silenced; yields a temporary folder
+    for exported artifacts, removed at the end."""
+    from gantk.export.parity import no_tf32
+    with (no_tf32(), torch.no_grad(), warnings.catch_warnings(),
+          tempfile.TemporaryDirectory(prefix="gantk-bench-") as tmp):
+        warnings.simplefilter("ignore")
+        yield Path(tmp)
+
+
 def fresh_process_row(spec, name: str, device: str, xs, max_batch: int, max_size: int, threads: int,
                       warmup: int, repeats: int, budget_s: float):
     """One row measured in this (fresh) process: (precision, build s, `measure`'s tuple), or why the backend
     cannot run here. Run by --isolate in a spawned process, so that no other row's heap, malloc setting or
     runtime shares its process."""
-    from gantk.export.parity import no_tf32
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    with (no_tf32(), torch.no_grad(), warnings.catch_warnings(),
-          tempfile.TemporaryDirectory(prefix="gantk-bench-") as tmp):
-        warnings.simplefilter("ignore")
-        made = make_runner(name, spec, dev, Path(tmp), max_batch, max_size)
+    with measuring() as workdir:
+        made = make_runner(name, spec, dev, workdir, max_batch, max_size)
         if isinstance(made, str):
             return made
         runner, precision, build_s = made
@@ -217,7 +226,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
     process settings a backend makes, such as winograd's malloc, then apply to eager's calls too). `isolate`:
     every row runs in a freshly spawned process (its backend built there), so its peak memory is what a process
     running that one configuration holds, and no backend's process settings reach another's rows."""
-    from gantk.export.parity import Comparator, no_tf32
+    from gantk.export.parity import Comparator
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GantkError("--device cuda: no CUDA GPU here")
@@ -287,10 +296,7 @@ def run_bench(spec, backends: list[str], batches: list[int], sizes: list[int], p
         made = make_runner(name, spec, dev, workdir, max(batches), max(sizes))
         return unavailable(name, made) if isinstance(made, str) else made
 
-    with (no_tf32(), torch.no_grad(), warnings.catch_warnings(),
-          tempfile.TemporaryDirectory(prefix="gantk-bench-") as tmp):
-        warnings.simplefilter("ignore")
-        workdir = Path(tmp)  # the exported artifacts, removed at the end
+    with measuring() as workdir:
         spec.net.to(dev).eval()
         gflops = {s: flops_per_image(spec.net, compare.inputs(batches[0], s)) / 1e9 for s in sizes}
         if not interleave:

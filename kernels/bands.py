@@ -110,6 +110,12 @@ def banded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return y
 
 
+def in_bands(x: torch.Tensor) -> bool:
+    """Whether a banded module computes `x` in bands: a 4-D input, no gradient, not exporting or compiling
+    (there the plain call runs)."""
+    return x.dim() == 4 and not (torch.is_grad_enabled() or exporting() or torch.compiler.is_compiling())
+
+
 class BandedConv2d(nn.Conv2d):
     """nn.Conv2d computed by `banded_conv2d` when no gradient is wanted."""
 
@@ -122,7 +128,7 @@ class BandedConv2d(nn.Conv2d):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or torch.is_grad_enabled() or exporting() or torch.compiler.is_compiling():
+        if not in_bands(x):
             return super().forward(x)
         return banded_conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
@@ -139,8 +145,7 @@ class BandedConvTranspose2d(nn.ConvTranspose2d):
         return new
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        if (output_size is not None or x.dim() != 4 or torch.is_grad_enabled() or exporting()
-                or torch.compiler.is_compiling()):
+        if output_size is not None or not in_bands(x):
             return super().forward(x, output_size)
         return banded_conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
 
